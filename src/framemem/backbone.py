@@ -1,0 +1,174 @@
+"""Backbone adapter over diffusers' `WanTransformer3DModel`.
+
+Memory tokens and noisy target tokens share one attention sequence:
+
+    [ memory (B, M, D) ; targets (B, K·h·w, D) ]
+
+* RoPE is built from float 3-D positions (t, h, w) in post-patch latent-grid units:
+  memory tokens sit at the centres of their receptive fields, target frames at their
+  true latent frame index in the history.
+* Timesteps are per token (Wan 2.2 TI2V style): memory at t = 0, targets at their t.
+* Only the target tokens are returned, unpatchified to latents.
+
+With no memory and targets at 0..T-1 this is exactly the stock forward (tested).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from diffusers import WanTransformer3DModel
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+from .errors import FrameMemError
+
+NUM_TRAIN_TIMESTEPS = 1000  # Wan embeds t in [0, 1000]
+
+
+def rope_from_positions(positions: torch.Tensor, head_dim: int, theta: float = 10000.0):
+    """Wan's 3-D rotary embedding at float positions.
+
+    Args:
+        positions: (B, N, 3) float (t, h, w).
+    Returns:
+        (cos, sin), each (B, N, 1, head_dim), in Wan's interleaved layout.
+    """
+    h_dim = w_dim = 2 * (head_dim // 6)
+    t_dim = head_dim - h_dim - w_dim
+    b, n, _ = positions.shape
+    flat = positions.reshape(b * n, 3).double()
+    cos_parts, sin_parts = [], []
+    for axis, dim in enumerate((t_dim, h_dim, w_dim)):
+        cos, sin = get_1d_rotary_pos_embed(
+            dim, flat[:, axis], theta, use_real=True, repeat_interleave_real=True, freqs_dtype=torch.float64
+        )
+        cos_parts.append(cos)
+        sin_parts.append(sin)
+    cos = torch.cat(cos_parts, dim=-1).float().reshape(b, n, 1, head_dim)
+    sin = torch.cat(sin_parts, dim=-1).float().reshape(b, n, 1, head_dim)
+    return cos, sin
+
+
+def grid_positions(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Positions of target tokens.
+
+    Args:
+        frames: (B, K) float latent frame index of each target frame (post-patch units).
+    Returns:
+        (B, K·height·width, 3) float positions (t, h, w), row-major like the patchifier.
+    """
+    b, k = frames.shape
+    hh, ww = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
+    hw = torch.stack([hh.flatten(), ww.flatten()], dim=-1).to(frames.device)  # (h·w, 2)
+    t = frames.float()[:, :, None, None].expand(b, k, height * width, 1)
+    return torch.cat([t, hw[None, None].expand(b, k, -1, -1)], dim=-1).reshape(b, k * height * width, 3)
+
+
+class MemoryDiT(nn.Module):
+    """The DiT with a memory: `forward(noisy, frames, t, memory, memory_positions, text)`."""
+
+    def __init__(self, transformer: WanTransformer3DModel):
+        super().__init__()
+        self.transformer = transformer
+        cfg = transformer.config
+        self.patch_size = tuple(cfg.patch_size)
+        if self.patch_size[0] != 1:
+            raise FrameMemError("framemem needs a temporal patch of 1 (Wan uses 1x2x2)")
+        self.head_dim = cfg.attention_head_dim
+        self.inner_dim = cfg.num_attention_heads * cfg.attention_head_dim
+        self.text_dim = cfg.text_dim
+
+    @property
+    def patch_embedding(self) -> nn.Conv3d:
+        return self.transformer.patch_embedding
+
+    def add_lora(self, rank: int, alpha: int | None = None) -> None:
+        """LoRA (peft) on every attention and feed-forward projection; the rest is frozen."""
+        from peft import LoraConfig
+
+        self.transformer.requires_grad_(False)
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha or rank,
+            init_lora_weights=True,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+        )
+        self.transformer.add_adapter(config)
+
+    def null_text(self, batch: int, tokens: int = 1) -> torch.Tensor:
+        """Empty text condition (B, tokens, text_dim) of zeros, for retrieval without prompts."""
+        return self.patch_embedding.weight.new_zeros(batch, tokens, self.text_dim)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        frames: torch.Tensor,
+        t: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        memory_positions: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity of the target frames.
+
+        Args:
+            noisy: (B, C, K, h, w) noisy target latents.
+            frames: (B, K) latent frame index of each target in the history.
+            t: (B, K) or (B,) flow time in [0, 1] of each target frame.
+            memory: (B, M, D) clean memory tokens, or None.
+            memory_positions: (M, 3) or (B, M, 3) float positions of the memory tokens.
+            text: (B, L, text_dim) text embeddings; zeros when None.
+        Returns:
+            (B, C, K, h, w) velocity (ε − x0) for the targets only.
+        """
+        tr = self.transformer
+        b, c, k, h, w = noisy.shape
+        _, ph, pw = self.patch_size
+        gh, gw = h // ph, w // pw
+        if t.ndim == 1:
+            t = t[:, None].expand(b, k)
+
+        tokens = tr.patch_embedding(noisy).flatten(2).transpose(1, 2)  # (B, K·gh·gw, D)
+        positions = grid_positions(frames, gh, gw)
+        timesteps = t.float()[:, :, None].expand(b, k, gh * gw).reshape(b, -1)
+        m = 0
+        if memory is not None and memory.shape[1] > 0:
+            m = memory.shape[1]
+            mem_pos = memory_positions if memory_positions.ndim == 3 else memory_positions[None].expand(b, -1, -1)
+            tokens = torch.cat([memory.to(tokens.dtype), tokens], dim=1)
+            positions = torch.cat([mem_pos.to(positions), positions], dim=1)
+            timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
+        tokens = tokens.contiguous()
+        rotary = rope_from_positions(positions, self.head_dim)
+        if text is None:
+            text = self.null_text(b)
+
+        seq = tokens.shape[1]
+        temb, timestep_proj, text_states, _ = tr.condition_embedder(
+            (timesteps * NUM_TRAIN_TIMESTEPS).flatten(), text, None, timestep_seq_len=seq
+        )
+        timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, N, 6, D)
+
+        for block in tr.blocks:
+            if torch.is_grad_enabled() and tr.gradient_checkpointing:
+                tokens = tr._gradient_checkpointing_func(block, tokens, text_states, timestep_proj, rotary)
+            else:
+                tokens = block(tokens, text_states, timestep_proj, rotary)
+
+        tokens, temb = tokens[:, m:], temb[:, m:]
+        shift, scale = (tr.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+        tokens = (tr.norm_out(tokens.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(tokens)
+        out = tr.proj_out(tokens)  # (B, K·gh·gw, C·ph·pw)
+        out = out.reshape(b, k, gh, gw, 1, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
+def build_transformer(model_config) -> WanTransformer3DModel:
+    """Random-init from the preset's kwargs, or real weights from `transformer_path`."""
+    if model_config.transformer_path:
+        from .hub import load_pretrained
+
+        return load_pretrained(WanTransformer3DModel, model_config.transformer_path, "transformer")
+    kwargs = dict(model_config.transformer)
+    kwargs["patch_size"] = tuple(kwargs.get("patch_size", (1, 2, 2)))
+    return WanTransformer3DModel(**kwargs)

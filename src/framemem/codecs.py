@@ -1,0 +1,128 @@
+"""Latent codecs: one interface for the pixel-space default and the Wan VAE.
+
+A codec maps a video (B, 3, T, H, W) in [-1, 1] to latents (B, C, T', H', W')
+normalised to roughly unit variance, and back.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import FrameMemError
+
+
+class LatentCodec(nn.Module):
+    """Interface: `encode`, `decode`, `spatial_factor`, `temporal_factor`, `channels`."""
+
+    spatial_factor: int = 1
+    temporal_factor: int = 1
+    channels: int = 3
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames for `frames` pixel frames."""
+        return frames // self.temporal_factor
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        return self.latent_frames(frames), height // self.spatial_factor, width // self.spatial_factor
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return latent_frames * self.temporal_factor
+
+
+class SpaceToDepthCodec(LatentCodec):
+    """Lossless pixel-space codec: f x f pixel blocks become 3·f² channels.
+
+    encode: (B, 3, T, H, W) -> (B, 3f², T, H/f, W/f), values x / scale.
+    """
+
+    def __init__(self, factor: int = 4, scale: float = 0.5):
+        super().__init__()
+        self.spatial_factor = factor
+        self.temporal_factor = 1
+        self.channels = 3 * factor * factor
+        self.scale = scale
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = video.shape
+        f = self.spatial_factor
+        if h % f or w % f:
+            raise FrameMemError(f"frame size {h}x{w} is not a multiple of the codec factor {f}")
+        frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+        latents = F.pixel_unshuffle(frames, f).reshape(b, t, c * f * f, h // f, w // f).transpose(1, 2)
+        return latents / self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = latents.shape
+        f = self.spatial_factor
+        frames = (latents * self.scale).transpose(1, 2).reshape(b * t, c, h, w)
+        video = F.pixel_shuffle(frames, f).reshape(b, t, c // (f * f), h * f, w * f).transpose(1, 2)
+        return video
+
+
+class WanVAECodec(LatentCodec):
+    """Wan 2.1 / 2.2 VAE through diffusers' `AutoencoderKLWan`.
+
+    Latents are normalised with the VAE's own `latents_mean` / `latents_std`.
+    Its time axis is causal: T pixel frames (T = 1 + 4k) give 1 + k latent frames.
+    """
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        cfg = vae.config
+        self.spatial_factor = int(cfg.scale_factor_spatial)
+        self.temporal_factor = int(cfg.scale_factor_temporal)
+        self.channels = int(cfg.z_dim)
+        self.register_buffer("mean", torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, torch_dtype: torch.dtype = torch.float32) -> "WanVAECodec":
+        from diffusers import AutoencoderKLWan
+
+        from .hub import load_pretrained
+
+        vae = load_pretrained(AutoencoderKLWan, path_or_id, "vae", torch_dtype=torch_dtype)
+        return cls(vae)
+
+    def latent_frames(self, frames: int) -> int:
+        return 1 + (frames - 1) // self.temporal_factor
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        return 1 + (latent_frames - 1) * self.temporal_factor
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.vae.parameters()).dtype
+        latents = self.vae.encode(video.to(dtype)).latent_dist.mode().float()
+        return (latents - self.mean) / self.std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.vae.parameters()).dtype
+        latents = (latents * self.std + self.mean).to(dtype)
+        return self.vae.decode(latents).sample.float().clamp(-1, 1)
+
+
+def build_codec(model_config) -> LatentCodec:
+    if model_config.codec == "space_to_depth":
+        return SpaceToDepthCodec(model_config.codec_factor, model_config.codec_scale)
+    return WanVAECodec.from_pretrained(model_config.vae_path)
+
+
+def check_divisible(height: int, width: int, codec: LatentCodec, patch: tuple[int, int, int]) -> None:
+    """Frames must tile exactly into codec blocks times patches."""
+    unit_h = codec.spatial_factor * patch[1]
+    unit_w = codec.spatial_factor * patch[2]
+    if height % unit_h or width % unit_w:
+        raise FrameMemError(
+            f"resolution {width}x{height} is not a multiple of codec x patch ({unit_w}x{unit_h})"
+        )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["LatentCodec", "SpaceToDepthCodec", "WanVAECodec", "build_codec", "check_divisible", "ceil_div"]

@@ -1,0 +1,229 @@
+"""Typed presets: the numbers that make the tiny CPU model and Wan 2.2 differ.
+
+Every preset runs through the same classes; a preset is numbers only.
+A `FrameMemConfig` is saved next to every checkpoint (``framemem.json``) so a
+checkpoint always knows the geometry it was trained for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FrameMemError
+
+ALLOWED_RATE_FACTORS = (1, 2, 4, 8)
+
+
+def parse_rate(text: str) -> tuple[int, int, int]:
+    """'4x4x2' -> (h, w, t) = (4, 4, 2); each factor in {1, 2, 4, 8}."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        rate = tuple(int(p) for p in parts)
+    except ValueError:
+        raise FrameMemError(f"rate '{text}' is not of the form HxWxT, e.g. 4x4x2") from None
+    if len(rate) != 3 or any(r not in ALLOWED_RATE_FACTORS for r in rate):
+        raise FrameMemError(f"rate '{text}': need three factors HxWxT, each one of {ALLOWED_RATE_FACTORS}")
+    return rate  # type: ignore[return-value]
+
+
+def format_rate(rate: tuple[int, int, int]) -> str:
+    return "x".join(str(r) for r in rate)
+
+
+@dataclass
+class ModelConfig:
+    """Geometry, codec, backbone and memory encoder.
+
+    Attributes:
+        fps, seconds, height, width: history video after preprocessing.
+        codec: "space_to_depth" (pixel space, no weights) or "wan_vae".
+        codec_factor / codec_scale: space-to-depth block size and latent scale.
+        vae_path: local diffusers folder or hub id for the Wan VAE.
+        transformer: kwargs of diffusers' WanTransformer3DModel (random init), or
+            ``transformer_path`` to load real weights.
+        rate: memory compression (h, w, t) on top of latent and patchifier.
+        encoder_widths: HR-branch Conv3d channels; the paper uses 64,128,256,512.
+        encoder_attention_heads: heads of the attention block at the last width.
+        lora_rank: LoRA rank on the DiT; None trains the DiT fully.
+    """
+
+    fps: float = 4.0
+    seconds: float = 20.0
+    height: int = 64
+    width: int = 64
+    codec: str = "space_to_depth"
+    codec_factor: int = 4
+    codec_scale: float = 0.5
+    vae_path: str | None = None
+    transformer: dict = field(default_factory=dict)
+    transformer_path: str | None = None
+    rate: tuple[int, int, int] = (4, 4, 2)
+    encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
+    encoder_attention_heads: int = 8
+    lora_rank: int | None = 128
+    text_tokens: int = 1
+
+    @property
+    def history_frames(self) -> int:
+        return int(round(self.fps * self.seconds))
+
+    def validate(self) -> None:
+        if self.codec not in ("space_to_depth", "wan_vae"):
+            raise FrameMemError(f"unknown codec '{self.codec}' (space_to_depth or wan_vae)")
+        if any(r not in ALLOWED_RATE_FACTORS for r in self.rate) or len(self.rate) != 3:
+            raise FrameMemError(f"rate {self.rate}: each factor must be one of {ALLOWED_RATE_FACTORS}")
+        if self.fps <= 0 or self.seconds <= 0:
+            raise FrameMemError("fps and seconds must be positive")
+        if self.codec == "wan_vae" and not self.vae_path:
+            raise FrameMemError("codec wan_vae needs vae_path (a local diffusers folder or a hub id)")
+
+
+@dataclass
+class TrainConfig:
+    """Stage-1 retrieval pretraining hyper-parameters."""
+
+    steps: int = 20000
+    batch_size: int = 4
+    targets_per_history: int = 4
+    omega: str = "mixed"  # uniform | contiguous | mixed
+    t_mean: float = 0.2  # logit-normal L(m, s) of the paper
+    t_std: float = 1.0
+    t_shift: float = 1.0
+    lr: float = 1e-4
+    encoder_lr: float | None = None  # None: same as lr
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float | None = None
+    mixed_precision: str = "bf16"
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+    procedural_fraction: float = 1.0  # share of histories drawn from the procedural generator
+    sample_steps: int = 20
+
+
+@dataclass
+class FrameMemConfig:
+    preset: str
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FrameMemConfig":
+        try:
+            model = dict(data["model"])
+            model["rate"] = tuple(model["rate"])
+            model["encoder_widths"] = tuple(model["encoder_widths"])
+            return cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]))
+        except (KeyError, TypeError) as err:
+            raise FrameMemError(f"config is not a framemem config ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FrameMemConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise FrameMemError(f"cannot read config {path}: {err}") from None
+
+
+def _tiny() -> FrameMemConfig:
+    model = ModelConfig(
+        fps=4.0,
+        seconds=20.0,
+        height=64,
+        width=64,
+        codec="space_to_depth",
+        codec_factor=4,
+        codec_scale=0.5,
+        transformer=dict(
+            patch_size=(1, 2, 2),
+            num_attention_heads=4,
+            attention_head_dim=64,
+            in_channels=48,
+            out_channels=48,
+            text_dim=32,
+            freq_dim=64,
+            ffn_dim=512,
+            num_layers=4,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
+        ),
+        rate=(4, 4, 2),
+        encoder_widths=(32, 64, 128, 256),
+        encoder_attention_heads=4,
+        lora_rank=None,
+    )
+    train = TrainConfig(
+        steps=6000,
+        batch_size=4,
+        targets_per_history=2,
+        lr=1e-3,
+        warmup_steps=100,
+        mixed_precision="no",
+        log_every=25,
+        eval_every=250,
+        checkpoint_every=250,
+        procedural_fraction=0.7,
+        sample_steps=16,
+    )
+    return FrameMemConfig("tiny", model, train)
+
+
+def _wan22_ti2v_5b() -> FrameMemConfig:
+    # Wan 2.2 TI2V-5B: 16x spatial / 4x temporal VAE with 48 channels, 3072-wide DiT.
+    model = ModelConfig(
+        fps=24.0,
+        seconds=20.0,
+        height=480,
+        width=832,
+        codec="wan_vae",
+        vae_path="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        transformer_path="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        rate=(4, 4, 2),
+        encoder_widths=(64, 128, 256, 512),
+        encoder_attention_heads=8,
+        lora_rank=128,
+        text_tokens=512,
+    )
+    return FrameMemConfig("wan2.2-ti2v-5b", model, TrainConfig(t_shift=3.0))
+
+
+def _wan_14b() -> FrameMemConfig:
+    model = ModelConfig(
+        fps=16.0,
+        seconds=20.0,
+        height=480,
+        width=832,
+        codec="wan_vae",
+        vae_path="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        transformer_path="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+        rate=(4, 4, 2),
+        encoder_widths=(64, 128, 256, 512),
+        encoder_attention_heads=8,
+        lora_rank=128,
+        text_tokens=512,
+    )
+    return FrameMemConfig("wan-14b", model, TrainConfig(t_shift=3.0))
+
+
+PRESETS = {"tiny": _tiny, "wan2.2-ti2v-5b": _wan22_ti2v_5b, "wan-14b": _wan_14b}
+
+
+def get_preset(name: str) -> FrameMemConfig:
+    if name not in PRESETS:
+        raise FrameMemError(f"unknown preset '{name}'; choose from {', '.join(PRESETS)}")
+    config = PRESETS[name]()
+    config.model.validate()
+    return config

@@ -1,0 +1,201 @@
+"""The memory encoder φ (paper Fig. 3): a long history becomes a short token context.
+
+    LR branch: pixels ↓ rate → codec.encode → the DiT's own patch embedding → (B, D, grid)
+    HR branch: latents → Conv3d stack (temporal strides first, then spatial, SiLU)
+               → spatial attention per memory frame → 1×1 conv to D (zero-initialised)
+    tokens = LR + HR, flattened to (B, N, D), with float positions (N, 3).
+
+Every layer looks only inside its own block of `rate_t · patch_t` latent frames
+(temporal kernels equal their strides; attention is per memory frame), so memory
+for a video is the concatenation of memory for its blocks: appending a section only
+encodes the new frames.
+
+Grids that do not divide by the rate are padded at the end by replicating the
+last row/column/frame (as FramePack does); a padded token's position is the mean of
+the real positions it covers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from .codecs import LatentCodec, ceil_div
+from .errors import FrameMemError
+
+VARIANTS = ("proposed", "only_lr", "without_lr")
+
+
+@dataclass
+class MemoryTokens:
+    tokens: torch.Tensor  # (B, N, D)
+    positions: torch.Tensor  # (N, 3) float (t, h, w) in post-patch latent-grid units
+    grid: tuple[int, int, int]  # (Tm, Hm, Wm), N = Tm·Hm·Wm
+
+
+def axis_centres(size: int, rate: int) -> torch.Tensor:
+    """Centres of the receptive fields of ceil(size / rate) memory cells along one axis,
+    with replicate padding: cell i covers min(j, size-1) for j in [i·rate, (i+1)·rate)."""
+    cells = ceil_div(size, rate)
+    idx = torch.arange(cells * rate).clamp(max=size - 1).float().view(cells, rate)
+    return idx.mean(dim=1)
+
+
+def memory_positions(token_grid: tuple[int, int, int], rate_thw: tuple[int, int, int]) -> torch.Tensor:
+    """(N, 3) positions of memory tokens for a post-patch token grid (T, H, W) and rate (t, h, w)."""
+    ct, ch, cw = (axis_centres(n, r) for n, r in zip(token_grid, rate_thw))
+    grid = torch.stack(torch.meshgrid(ct, ch, cw, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 3)
+
+
+def _stride_plan(total: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """Factor 2-power strides (t, h, w) into stride-2 steps, all temporal steps first."""
+    steps = []
+    t, h, w = total
+    for _ in range(int(math.log2(t))):
+        steps.append((2, 1, 1))
+    while h > 1 or w > 1:
+        sh, sw = (2 if h > 1 else 1), (2 if w > 1 else 1)
+        steps.append((1, sh, sw))
+        h, w = h // sh, w // sw
+    return steps
+
+
+class FrameAttention(nn.Module):
+    """Pre-norm self-attention over the tokens of each memory frame (local in time)."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        seq = x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
+        normed = self.norm(seq)
+        seq = seq + self.attn(normed, normed, normed, need_weights=False)[0]
+        return seq.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+class MemoryEncoder(ModelMixin, ConfigMixin):
+    """φ. Own weights are the HR branch only; the LR branch reuses the DiT's patch embedding.
+
+    Args:
+        latent_channels: codec channels C.
+        dit_width: D, the DiT's inner width.
+        patch_size: the DiT's patch (t, h, w).
+        rate: compression (h, w, t) on top of codec and patch.
+        widths: HR Conv3d channels (paper: 64, 128, 256, 512).
+        attention_heads: heads of the attention at the last width.
+        variant: proposed (LR + HR), only_lr, without_lr.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 48,
+        dit_width: int = 3072,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        rate: tuple[int, int, int] = (4, 4, 2),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        attention_heads: int = 8,
+        variant: str = "proposed",
+    ):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
+        rh, rw, rt = rate
+        self.rate_thw = (rt, rh, rw)
+        self.patch = tuple(patch_size)
+        self.use_lr = variant in ("proposed", "only_lr")
+        self.use_hr = variant in ("proposed", "without_lr")
+        if not self.use_hr:
+            return
+        total = (rt * self.patch[0], rh * self.patch[1], rw * self.patch[2])
+        strides = _stride_plan(total)
+        strides += [(1, 1, 1)] * max(0, len(widths) - 1 - len(strides))
+        layers: list[nn.Module] = [nn.Conv3d(latent_channels, widths[0], (1, 3, 3), padding=(0, 1, 1))]
+        for i, (st, sh, sw) in enumerate(strides):
+            c_in, c_out = widths[min(i, len(widths) - 1)], widths[min(i + 1, len(widths) - 1)]
+            kh, kw = (4 if sh == 2 else 3), (4 if sw == 2 else 3)
+            layers += [nn.SiLU(), nn.Conv3d(c_in, c_out, (st, kh, kw), stride=(st, sh, sw), padding=(0, 1, 1))]
+        self.convs = nn.Sequential(*layers)
+        self.attention = FrameAttention(widths[-1], attention_heads)
+        self.proj_out = nn.Conv3d(widths[-1], dit_width, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    # ---- geometry -------------------------------------------------------------------
+    def token_grid(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Post-patch token grid (T, H, W) of a latent grid (T', H', W')."""
+        return tuple(n // p for n, p in zip(latent_shape, self.patch))  # type: ignore[return-value]
+
+    def memory_grid(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Memory grid (Tm, Hm, Wm) the encoder really returns (padded)."""
+        return tuple(ceil_div(n, r) for n, r in zip(self.token_grid(latent_shape), self.rate_thw))  # type: ignore
+
+    def token_count(self, latent_shape: tuple[int, int, int]) -> int:
+        """Memory tokens for a latent grid, without running the model (the padded count)."""
+        return math.prod(self.memory_grid(latent_shape))
+
+    # ---- forward --------------------------------------------------------------------
+    def forward(
+        self, video: torch.Tensor, latents: torch.Tensor, codec: LatentCodec, patch_embedding: nn.Conv3d
+    ) -> MemoryTokens:
+        """Compress a history.
+
+        Args:
+            video: (B, 3, T, H, W) pixels in [-1, 1] (used by the LR branch).
+            latents: (B, C, T', H', W') codec latents of `video` (used by the HR branch).
+            codec: the latent codec; patch_embedding: the DiT's patchifier.
+        Returns:
+            MemoryTokens with tokens (B, N, D) and positions (N, 3).
+        """
+        latent_shape = tuple(latents.shape[2:])
+        grid = self.memory_grid(latent_shape)
+        padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
+        pad = [0, padded[2] - latent_shape[2], 0, padded[1] - latent_shape[1], 0, padded[0] - latent_shape[0]]
+        out = 0
+        if self.use_hr:
+            hr_in = F.pad(latents, pad, mode="replicate") if any(pad) else latents
+            hr = self.attention(self.convs(hr_in))
+            out = self.proj_out(F.silu(hr))
+        if self.use_lr:
+            out = out + self._lr_branch(video, codec, patch_embedding, grid, padded)
+        tokens = out.flatten(2).transpose(1, 2)
+        positions = memory_positions(self.token_grid(latent_shape), self.rate_thw).to(tokens.device)
+        return MemoryTokens(tokens, positions, grid)
+
+    def _lr_branch(self, video, codec, patch_embedding, grid, padded_latent) -> torch.Tensor:
+        """(B, D, Tm, Hm, Wm): pixels padded like the latents, downsampled by the rate,
+        encoded, patch-embedded."""
+        rt, rh, rw = self.rate_thw
+        f = codec.spatial_factor
+        t_pix = codec.pixel_frames(padded_latent[0])
+        h_pix, w_pix = padded_latent[1] * f, padded_latent[2] * f
+        _, _, t, h, w = video.shape
+        if (t_pix, h_pix, w_pix) != (t, h, w):
+            video = F.pad(video, [0, w_pix - w, 0, h_pix - h, 0, t_pix - t], mode="replicate")
+        size = (codec.pixel_frames(grid[0] * self.patch[0]), h_pix // rh, w_pix // rw)
+        low = F.interpolate(video, size=size, mode="area")
+        tokens = patch_embedding(codec.encode(low))
+        if tuple(tokens.shape[2:]) != tuple(grid):  # causal VAEs: align time to the memory grid
+            tokens = F.interpolate(tokens, size=grid, mode="nearest")
+        return tokens
+
+
+def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant="proposed"):
+    return MemoryEncoder(
+        latent_channels=latent_channels,
+        dit_width=dit_width,
+        patch_size=tuple(patch),
+        rate=tuple(model_config.rate),
+        widths=tuple(model_config.encoder_widths),
+        attention_heads=model_config.encoder_attention_heads,
+        variant=variant,
+    )

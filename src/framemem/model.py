@@ -1,0 +1,134 @@
+"""`FrameMem`: codec + DiT with memory + memory encoder φ, saved and loaded as one folder.
+
+Checkpoint folder layout (diffusers conventions inside):
+
+    framemem.json            FrameMemConfig (preset numbers, variant)
+    memory_encoder/          MemoryEncoder.save_pretrained (safetensors)
+    transformer/             full DiT (when trained fully, e.g. the tiny preset)
+    transformer_lora/        peft LoRA of the DiT (when `lora_rank` is set); the base
+                             DiT is `model.transformer_path`
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .backbone import MemoryDiT, build_transformer
+from .codecs import LatentCodec, build_codec, check_divisible
+from .config import FrameMemConfig
+from .errors import FrameMemError
+from .memory import MemoryEncoder, MemoryTokens, build_memory_encoder
+
+
+class FrameMem(nn.Module):
+    def __init__(self, config: FrameMemConfig, codec: LatentCodec, dit: MemoryDiT, encoder: MemoryEncoder):
+        super().__init__()
+        self.config = config
+        self.codec = codec
+        self.dit = dit
+        self.encoder = encoder
+
+    @classmethod
+    def build(cls, config: FrameMemConfig, variant: str = "proposed") -> "FrameMem":
+        """A fresh model: random DiT (or real weights + LoRA) and a fresh φ."""
+        config.model.validate()
+        codec = build_codec(config.model)
+        dit = MemoryDiT(build_transformer(config.model))
+        if config.model.lora_rank:
+            dit.add_lora(config.model.lora_rank)
+        encoder = build_memory_encoder(config.model, codec.channels, dit.inner_dim, dit.patch_size, variant)
+        return cls(config, codec, dit, encoder)
+
+    def forward(self, objective, *args):
+        """Run a training objective `objective(self, *args)` inside forward, so a
+        DDP-wrapped model synchronises its gradients."""
+        return objective(self, *args)
+
+    # ---- geometry ---------------------------------------------------------------------
+    def check_frame_size(self, height: int, width: int) -> None:
+        check_divisible(height, width, self.codec, self.dit.patch_size)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        return self.codec.latent_shape(frames, height, width)
+
+    def token_counts(self, frames: int, height: int, width: int) -> dict:
+        """Full-context tokens (every latent patch) vs memory tokens (padded and ideal)."""
+        latent = self.latent_shape(frames, height, width)
+        grid = self.encoder.token_grid(latent)
+        rt, rh, rw = self.encoder.rate_thw
+        full = grid[0] * grid[1] * grid[2]
+        return {"full_context": full, "memory": self.encoder.token_count(latent), "memory_ideal": full / (rt * rh * rw)}
+
+    # ---- memory -----------------------------------------------------------------------
+    def encode_history(self, video: torch.Tensor) -> tuple[torch.Tensor, MemoryTokens]:
+        """video (B, 3, T, H, W) in [-1, 1] -> latents (B, C, T', H', W') and memory tokens."""
+        latents = self.codec.encode(video)
+        return latents, self.encoder(video, latents, self.codec, self.dit.patch_embedding)
+
+    # ---- persistence ------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write the checkpoint folder atomically (a temporary sibling, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.config.save(tmp / "framemem.json")
+            _save_module(self.encoder, tmp / "memory_encoder", dtype)
+            if self.config.model.lora_rank:
+                self.dit.transformer.save_lora_adapter(str(tmp / "transformer_lora"))
+            else:
+                _save_module(self.dit.transformer, tmp / "transformer", dtype)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "FrameMem":
+        """Load a checkpoint folder; a missing or mismatched one raises FrameMemError."""
+        from diffusers import WanTransformer3DModel
+
+        path = Path(path)
+        if not (path / "framemem.json").is_file():
+            raise FrameMemError(f"{path}: not a framemem checkpoint (no framemem.json)")
+        config = FrameMemConfig.load(path / "framemem.json")
+        codec = build_codec(config.model)
+        try:
+            if (path / "transformer").is_dir():
+                transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=torch.float32)
+            else:
+                transformer = build_transformer(config.model)
+            dit = MemoryDiT(transformer)
+            if (path / "transformer_lora").is_dir():
+                transformer.load_lora_adapter(str(path / "transformer_lora"), prefix=None)
+            encoder = MemoryEncoder.from_pretrained(path / "memory_encoder", torch_dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
+        if encoder.config.dit_width != dit.inner_dim or encoder.config.latent_channels != codec.channels:
+            raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
+        return cls(config, codec, dit, encoder).eval()
+
+
+def _save_module(module, path: Path, dtype: torch.dtype | None) -> None:
+    if dtype is None:
+        module.save_pretrained(path)
+        return
+    original = next(module.parameters()).dtype
+    module.to(dtype)
+    try:
+        module.save_pretrained(path)
+    finally:
+        module.to(original)

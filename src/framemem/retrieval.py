@@ -1,0 +1,143 @@
+"""Stage 1: retrieval pretraining (paper Eq. 3) and frame retrieval from memory alone.
+
+    L = E || (ε − H_Ω) − G((H_Ω)_t, t, φ(H)) ||²,   t ~ L(0.2, 1),  Ω random every step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .flow import add_noise, estimate_x0, sample, sample_timesteps, velocity_target
+from .memory import MemoryTokens
+from .metrics import psnr
+
+OMEGA_STRATEGIES = ("uniform", "contiguous", "mixed")
+
+
+def select_omega(strategy: str, frames: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k distinct latent frame indices of a history of `frames`, sorted: (k,) long.
+
+    uniform: anywhere; contiguous: one random span; mixed: either, 50/50.
+    """
+    k = min(k, frames)
+    if strategy == "mixed":
+        pick = torch.rand((), generator=generator).item() < 0.5
+        strategy = "uniform" if pick else "contiguous"
+    if strategy == "uniform":
+        return torch.randperm(frames, generator=generator)[:k].sort().values
+    if strategy == "contiguous":
+        start = int(torch.randint(0, frames - k + 1, (), generator=generator))
+        return torch.arange(start, start + k)
+    raise ValueError(f"unknown Ω strategy '{strategy}' ({', '.join(OMEGA_STRATEGIES)})")
+
+
+def gather_frames(latents: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """latents (B, C, T, h, w), omega (B, K) -> (B, C, K, h, w)."""
+    b, c, _, h, w = latents.shape
+    index = omega[:, None, :, None, None].expand(b, c, omega.shape[1], h, w).to(latents.device)
+    return torch.gather(latents, 2, index)
+
+
+def retrieval_loss(model, video: torch.Tensor, train_config, generator: torch.Generator) -> torch.Tensor:
+    """One stage-1 loss on a batch of histories.
+
+    Args:
+        model: FrameMem. video: (B, 3, T, H, W) clean histories in [-1, 1].
+        generator: the step's generator (Ω, t and ε all come from it: resumable exactly).
+    Returns:
+        scalar flow loss on the target tokens only.
+    """
+    latents, memory = model.encode_history(video)
+    b, t_lat = latents.shape[0], latents.shape[2]
+    k = train_config.targets_per_history
+    omega = torch.stack([select_omega(train_config.omega, t_lat, k, generator) for _ in range(b)])
+    x0 = gather_frames(latents, omega)
+    t = sample_timesteps(tuple(omega.shape), train_config.t_mean, train_config.t_std, train_config.t_shift, generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    t = t.to(x0.device)
+    v = model.dit(add_noise(x0, noise, t), omega.float().to(x0.device), t, memory.tokens, memory.positions)
+    return F.mse_loss(v.float(), velocity_target(x0, noise).float())
+
+
+@torch.no_grad()
+def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int = 4, seed: int = 0) -> dict:
+    """What tells whether the memory is used, on held-out videos (each (1, 3, T, H, W)).
+
+    one_step_psnr: PSNR of the x0 estimate from pure noise (t = 1), i.e. the conditional
+        mean given the memory, at evenly spaced frames.
+    loss_t1 / loss_t1_swapped: flow loss at t = 1 with the true memory vs another
+        history's memory; memory_gap = swapped − true (> 0 means the memory is read).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    encoded = [model.encode_history(v) for v in videos]
+    psnrs, true_losses, swapped_losses = [], [], []
+    for i, (video, (latents, memory)) in enumerate(zip(videos, encoded)):
+        t_lat = latents.shape[2]
+        omega = torch.linspace(0, t_lat - 1, min(frames_per_video, t_lat)).round().long()[None]
+        x0 = gather_frames(latents, omega)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        t = torch.ones(omega.shape, device=x0.device)
+        frames = omega.float().to(x0.device)
+        v = model.dit(noise, frames, t, memory.tokens, memory.positions)
+        target = velocity_target(x0, noise)
+        true_losses.append(F.mse_loss(v, target).item())
+        estimate = model.codec.decode(estimate_x0(noise, v, t))
+        truth = model.codec.decode(x0)
+        psnrs.append(psnr(estimate, truth))
+        if len(videos) > 1:
+            other: MemoryTokens = encoded[(i + 1) % len(videos)][1]
+            v_other = model.dit(noise, frames, t, other.tokens, other.positions)
+            swapped_losses.append(F.mse_loss(v_other, target).item())
+    result = {"one_step_psnr": sum(psnrs) / len(psnrs), "loss_t1": sum(true_losses) / len(true_losses)}
+    if swapped_losses:
+        result["loss_t1_swapped"] = sum(swapped_losses) / len(swapped_losses)
+        result["memory_gap"] = result["loss_t1_swapped"] - result["loss_t1"]
+    return result
+
+
+@torch.no_grad()
+def retrieve_frames(
+    model,
+    video: torch.Tensor,
+    frame_indices: list[int],
+    steps: int = 16,
+    sampler: str = "euler",
+    seed: int = 0,
+    one_step: bool = False,
+    progress: bool = False,
+) -> tuple[torch.Tensor, MemoryTokens]:
+    """Reconstruct latent frames of a history from its memory alone.
+
+    Args:
+        video: (1, 3, T, H, W) history in [-1, 1].
+        frame_indices: latent frame indices to retrieve.
+    Returns:
+        retrieved pixels (1, 3, K, H, W) and the memory it used.
+    """
+    latents, memory = model.encode_history(video)
+    c, _, h, w = latents.shape[1:]
+    omega = torch.tensor(frame_indices, dtype=torch.float32, device=latents.device)[None]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((1, c, len(frame_indices), h, w), generator=generator).to(latents)
+
+    def velocity(x_t, t):
+        return model.dit(x_t, omega, t, memory.tokens, memory.positions)
+
+    if one_step:
+        t = torch.ones(omega.shape, device=latents.device)
+        x0 = estimate_x0(noise, velocity(noise, t), t)
+    else:
+        x0 = sample(velocity, noise, steps=steps, sampler=sampler, progress=progress)
+    return model.codec.decode(x0).clamp(-1, 1), memory
+
+
+def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> torch.Tensor:
+    """What a low-resolution copy holds: (N, 3, H, W) down by the spatial rate (antialiased
+    bicubic), then back up (bicubic)."""
+    h, w = frames.shape[-2:]
+    small = F.interpolate(
+        frames, size=(math.ceil(h / factor_h), math.ceil(w / factor_w)), mode="bicubic", antialias=True
+    )
+    return F.interpolate(small, size=(h, w), mode="bicubic").clamp(-1, 1)

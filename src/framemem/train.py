@@ -1,0 +1,258 @@
+"""The Accelerate training loop shared by both stages, with atomic, resumable checkpoints.
+
+Every step draws its data, Ω, t and ε from generators seeded by (seed, step, rank), so
+a resumed run continues exactly as an uninterrupted one (model, optimizer, scheduler
+and EMA states come back from the checkpoint).
+
+Run folder:
+    checkpoints/step-N/   accelerate state + trainer_state.json (complete ones only)
+    model/                exported FrameMem (framemem.json, safetensors, LoRA)
+    log.jsonl             one line per log/eval event; curves.png plots the evals
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from .config import FrameMemConfig
+from .errors import FrameMemError
+from .model import FrameMem
+
+log = logging.getLogger("framemem")
+STATE_FILE = "trainer_state.json"
+
+
+def step_generators(seed: int, step: int, rank: int = 0) -> tuple[np.random.Generator, torch.Generator]:
+    """Independent, reproducible randomness for one step on one rank."""
+    rng = np.random.default_rng([seed, step, rank])
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return rng, generator
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (one whose trainer_state.json was written)."""
+    folder = Path(run_dir) / "checkpoints"
+    done = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class Trainer:
+    """Owns model, optimizer, schedule, EMA, checkpoints and logs for one run.
+
+    `objective(model, batch, generator) -> loss` and `make_batch(rng) -> batch` define the
+    stage; `evaluate(model) -> dict` is called every `eval_every` steps.
+    """
+
+    def __init__(
+        self,
+        config: FrameMemConfig,
+        run_dir: str | Path,
+        model: FrameMem,
+        objective: Callable,
+        make_batch: Callable,
+        evaluate: Callable | None = None,
+    ):
+        self.config, self.tc = config, config.train
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        mp = self.tc.mixed_precision
+        if mp == "fp16" and not torch.cuda.is_available():  # fp16 autocast needs a GPU
+            mp = "no"
+        self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        self.objective, self.make_batch, self.evaluate = objective, make_batch, evaluate
+
+        encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+        dit_params = [p for p in model.dit.parameters() if p.requires_grad]
+        groups = [{"params": dit_params, "lr": self.tc.lr}]
+        if encoder_params:
+            groups.append({"params": encoder_params, "lr": self.tc.encoder_lr or self.tc.lr})
+        self.trainable = dit_params + encoder_params
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.tc.weight_decay, betas=(0.9, 0.99))
+        scheduler = get_scheduler(
+            "cosine", optimizer, num_warmup_steps=self.tc.warmup_steps, num_training_steps=self.tc.steps
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.ema = EMAModel(self.trainable, decay=self.tc.ema_decay) if self.tc.ema_decay else None
+        if self.ema is not None:
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.step, self.elapsed = 0, 0.0
+
+    @property
+    def unwrapped(self) -> FrameMem:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        folder = self.run_dir / "checkpoints"
+        final, tmp = folder / f"step-{self.step}", folder / f".tmp-step-{self.step}"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            state = {"step": self.step, "elapsed_seconds": self.elapsed, "config": self.config.to_dict()}
+            (tmp / STATE_FILE).write_text(json.dumps(state))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            steps = sorted((p for p in folder.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
+            for old in steps[: -self.tc.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def resume(self) -> bool:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        saved = FrameMemConfig.from_dict(state["config"])
+        if saved.model != self.config.model:
+            raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
+        self.accelerator.load_state(str(ckpt))
+        self.step, self.elapsed = state["step"], state["elapsed_seconds"]
+        self._trim_log()
+        log.info("resumed from %s (step %d)", ckpt, self.step)
+        return True
+
+    def _trim_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from."""
+        path = self.run_dir / "log.jsonl"
+        if path.exists() and self.accelerator.is_main_process:
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def export(self, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
+        """Write the model folder (EMA weights when EMA is on)."""
+        path = Path(path or self.run_dir / "model")
+        if self.accelerator.is_main_process:
+            if self.ema is not None:
+                self.ema.store(self.trainable)
+                self.ema.copy_to(self.trainable)
+            self.unwrapped.save_pretrained(path, dtype=dtype)
+            if self.ema is not None:
+                self.ema.restore(self.trainable)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    # ---- loop -------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def run_eval(self) -> dict:
+        model = self.unwrapped
+        model.eval()
+        result = self.evaluate(model) if self.evaluate else {}
+        model.train()
+        record = {"step": self.step, "seconds": round(self.elapsed, 1), "eval": result}
+        self._log(record)
+        return result
+
+    def train(self, steps: int | None = None, max_minutes: float | None = None) -> None:
+        """Train up to `steps` (default: the config's) or until `max_minutes` of wall time
+        in this call; checkpoints every `checkpoint_every` steps and at the end."""
+        total = steps or self.tc.steps
+        deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+        rank = self.accelerator.process_index
+        self.model.train()
+        if self.step == 0 and self.evaluate:
+            self.run_eval()
+        bar = tqdm(total=total, initial=self.step, desc="pretrain", disable=not self.accelerator.is_main_process)
+        running, last = [], time.monotonic()
+        while self.step < total:
+            rng, generator = step_generators(self.tc.seed, self.step, rank)
+            batch = self.make_batch(rng)
+            with self.accelerator.autocast():
+                loss = self.model(self.objective, batch, generator)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and self.tc.grad_clip:
+                self.accelerator.clip_grad_norm_(self.trainable, self.tc.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.step(self.trainable)
+            self.step += 1
+            now = time.monotonic()
+            self.elapsed += now - last
+            last = now
+            running.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+            if self.step % self.tc.log_every == 0:
+                lr = self.scheduler.get_last_lr()[0]
+                self._log({"step": self.step, "seconds": round(self.elapsed, 1), "loss": float(np.mean(running)), "lr": lr})
+                running = []
+            if self.evaluate and (self.step % self.tc.eval_every == 0 or self.step == total):
+                result = self.run_eval()
+                bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+                last = time.monotonic()  # evaluation time is not training time
+            stop = deadline is not None and time.monotonic() > deadline
+            if self.step % self.tc.checkpoint_every == 0 or self.step == total or stop:
+                self.save_checkpoint()
+                last = time.monotonic()
+            if stop:
+                break
+        bar.close()
+
+
+def pretrain(
+    config: FrameMemConfig,
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    heldout_real: list[str | Path] = (),
+    variant: str = "proposed",
+    resume: bool = False,
+    max_minutes: float | None = None,
+    export_dtype: torch.dtype | None = None,
+) -> Trainer:
+    """Stage-1 retrieval pretraining; returns the trainer after exporting `run_dir/model`."""
+    from .data import HistorySampler, heldout_videos
+    from .retrieval import memory_diagnostics, retrieval_loss
+    from .video import VideoDataset
+
+    run_dir = Path(run_dir)
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+    mc, tc = config.model, config.train
+    torch.manual_seed(tc.seed)
+    model = FrameMem.build(config, variant)
+    dataset = None
+    if data is not None:
+        dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
+    sampler = HistorySampler(mc, dataset, tc.procedural_fraction)
+    heldout = heldout_videos(mc, count=2, real=heldout_real)
+
+    def make_batch(rng):
+        return sampler.batch(rng, tc.batch_size)
+
+    def objective(m, video, generator):
+        return retrieval_loss(m, video.to(next(m.parameters()).device), tc, generator)
+
+    def evaluate(m):
+        return memory_diagnostics(m, [v.to(next(m.parameters()).device) for v in heldout])
+
+    trainer = Trainer(config, run_dir, model, objective, make_batch, evaluate)
+    if resume:
+        trainer.resume()
+    config.save(run_dir / "framemem.json")
+    trainer.train(max_minutes=max_minutes)
+    trainer.export(dtype=export_dtype)
+    if trainer.accelerator.is_main_process:
+        from .plots import plot_curves
+
+        plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
+    return trainer

@@ -1,0 +1,209 @@
+"""Video files in and out (PyAV), fps resampling, resize/crop, and a dataset of files.
+
+Frames are uint8 tensors (T, H, W, 3); models take float (B, 3, T, H, W) in [-1, 1].
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import FrameMemError
+
+log = logging.getLogger("framemem")
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+
+
+def to_model(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) or (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
+    if frames.ndim == 4:
+        frames = frames[None]
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+
+
+def resize_cover(image: Image.Image, height: int, width: int) -> Image.Image:
+    """Resize so the image covers height x width (aspect kept); the crop happens later."""
+    scale = max(height / image.height, width / image.width)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+
+
+def center_crop(frames: np.ndarray, height: int, width: int, offset: tuple[float, float] = (0.5, 0.5)):
+    """Crop (T, H', W', 3) to (T, height, width); `offset` in [0, 1] picks the window."""
+    _, h, w, _ = frames.shape
+    top = int(round((h - height) * offset[0]))
+    left = int(round((w - width) * offset[1]))
+    return frames[:, top : top + height, left : left + width]
+
+
+def read_video(path: str | Path, fps: float, height: int, width: int, max_frames: int | None = None) -> np.ndarray:
+    """Decode a file, resample it to `fps` (nearest earlier frame) and resize it to cover
+    height x width. Returns uint8 (T, H', W', 3) with H' >= height, W' >= width (not cropped).
+    Raises FrameMemError when the file is missing or not a decodable video."""
+    path = Path(path)
+    if not path.is_file():
+        raise FrameMemError(f"{path}: no such file")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameMemError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            next_time = 0.0
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.time_base is None:
+                    time = next_time
+                else:
+                    time = float(frame.pts * frame.time_base)
+                    if stream.start_time is not None:
+                        time -= float(stream.start_time * stream.time_base)
+                while time + 1e-6 >= next_time:
+                    if max_frames is not None and len(frames) >= max_frames:
+                        break
+                    frames.append(np.asarray(resize_cover(frame.to_image(), height, width)))
+                    next_time = len(frames) / fps
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except FrameMemError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise FrameMemError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
+    if not frames:
+        raise FrameMemError(f"{path}: no frames could be decoded")
+    return np.stack(frames)
+
+
+def load_frames(path: str | Path, fps: float, height: int, width: int) -> torch.Tensor:
+    """A whole video, preprocessed exactly like training data: uint8 (T, height, width, 3)."""
+    return torch.from_numpy(np.ascontiguousarray(center_crop(read_video(path, fps, height, width), height, width)))
+
+
+def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float) -> None:
+    """Write uint8 (T, H, W, 3) to an mp4 (H.264 when available, else MPEG-4), atomically."""
+    frames = np.asarray(frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w") as container:
+            rate = Fraction(fps).limit_denominator(1000)
+            try:
+                stream = container.add_stream("libx264", rate=rate, options={"crf": "12"})
+            except (av.error.FFmpegError, ValueError):
+                stream = container.add_stream("mpeg4", rate=rate)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            for image in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def list_videos(source: str | Path) -> list[Path]:
+    """Video files of a folder (recursive), or the `path` entries of a JSONL manifest."""
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    if source.suffix == ".jsonl" and source.is_file():
+        paths = []
+        for n, line in enumerate(source.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                paths.append((source.parent / entry["path"]).resolve())
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise FrameMemError(f"{source}:{n}: each line must be a JSON object with a 'path'") from None
+        return paths
+    raise FrameMemError(f"{source}: not a folder of videos nor a .jsonl manifest")
+
+
+def _is_collection(source) -> bool:
+    source = Path(source)
+    return source.is_dir() or source.suffix == ".jsonl"
+
+
+class VideoDataset:
+    """Random clips from video files, decoded at the preset's fps and resolution.
+
+    A file that is unreadable, corrupt or shorter than `min_frames` is skipped with one
+    log line and counted in `skipped`; it never stops a run. Decoded videos are kept in
+    an LRU cache of `cache_size` entries.
+    """
+
+    def __init__(self, source, fps: float, height: int, width: int, min_frames: int, cache_size: int = 64):
+        self.fps, self.height, self.width, self.min_frames = fps, height, width, min_frames
+        sources = source if isinstance(source, (list, tuple)) else [source]
+        self.files = [f for s in sources for f in (list_videos(s) if _is_collection(s) else [Path(s)])]
+        self.skipped: dict[str, str] = {}
+        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+        self.usable = [p for p in self.files if self._probe(p)]
+        log.info("dataset: %s", self.summary())
+
+    def summary(self) -> str:
+        return f"{len(self.usable)} usable videos, {len(self.skipped)} skipped"
+
+    def _skip(self, path: Path, why: str) -> None:
+        self.skipped[str(path)] = why
+        log.warning("skipping %s: %s", path, why)
+
+    def _probe(self, path: Path) -> bool:
+        try:
+            frames = self._frames(path)
+        except FrameMemError as err:
+            self._skip(path, str(err).split(": ", 1)[-1])
+            return False
+        if len(frames) < self.min_frames:
+            self._skip(path, f"too short ({len(frames)} frames < {self.min_frames})")
+            self._cache.pop(path, None)
+            return False
+        return True
+
+    def _frames(self, path: Path) -> np.ndarray:
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        frames = read_video(path, self.fps, self.height, self.width)
+        self._cache[path] = frames
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return frames
+
+    def __len__(self) -> int:
+        return len(self.usable)
+
+    def sample_clip(self, rng: np.random.Generator, frames: int, video: int | None = None) -> torch.Tensor:
+        """A random window of up to `frames` frames: uint8 (T <= frames, height, width, 3),
+        with a random crop position and horizontal flip."""
+        if not self.usable:
+            raise FrameMemError("dataset has no usable video")
+        path = self.usable[rng.integers(len(self.usable)) if video is None else video]
+        data = self._frames(path)
+        length = min(frames, len(data))
+        start = int(rng.integers(0, len(data) - length + 1))
+        clip = center_crop(data[start : start + length], self.height, self.width, tuple(rng.random(2)))
+        if rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(clip))
