@@ -43,6 +43,7 @@ class FrameMem(nn.Module):
         if config.model.lora_rank:
             dit.add_lora(config.model.lora_rank)
         encoder = build_memory_encoder(config.model, codec.channels, dit.inner_dim, dit.patch_size, variant)
+        check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder)
 
     def forward(self, objective, *args):
@@ -119,6 +120,7 @@ class FrameMem(nn.Module):
             raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
         if encoder.config.dit_width != dit.inner_dim or encoder.config.latent_channels != codec.channels:
             raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
+        check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder).eval()
 
 

@@ -117,8 +117,8 @@ class Trainer:
         if ckpt is None:
             return False
         state = json.loads((ckpt / STATE_FILE).read_text())
-        saved = FrameMemConfig.from_dict(state["config"])
-        if saved.model != self.config.model:
+        current = json.loads(json.dumps(self.config.to_dict()["model"]))
+        if state["config"]["model"] != current:
             raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
         self.accelerator.load_state(str(ckpt))
         self.step, self.elapsed = state["step"], state["elapsed_seconds"]

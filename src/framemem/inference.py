@@ -1,0 +1,179 @@
+"""`framemem retrieve` and `framemem demo`: frames back from memory, as PNGs and metrics."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .config import format_rate
+from .errors import FrameMemError
+from .metrics import psnr, ssim
+from .model import FrameMem
+from .retrieval import bicubic_reference, retrieve_frames
+from .video import load_frames, to_model, to_uint8, write_video
+
+DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
+
+
+def load_model(checkpoint: str | Path) -> FrameMem:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FrameMemError(f"checkpoint {path}: no such folder")
+    torch.set_grad_enabled(False)
+    return FrameMem.from_pretrained(path)
+
+
+def time_label(seconds: float) -> str:
+    return f"{seconds:.2f}"
+
+
+def check_history(model: FrameMem, frames: torch.Tensor, source: str) -> None:
+    """A history must fit the codec × patch grid and hold one temporal stride of φ."""
+    t, h, w, _ = frames.shape
+    model.check_frame_size(h, w)
+    stride = model.encoder.rate_thw[0] * model.dit.patch_size[0]
+    if model.codec.latent_frames(t) < stride:
+        fps = model.config.model.fps
+        raise FrameMemError(
+            f"{source}: too short ({t} frames at {fps:g} fps); the memory needs at least "
+            f"{model.codec.pixel_frames(stride)} frames (one temporal stride)"
+        )
+
+
+def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out: str | Path,
+                  steps: int | None = None, sampler: str = "euler", seed: int = 0, source: str = "video") -> dict:
+    """Retrieve the frames at `times` (seconds) of a uint8 history (T, H, W, 3) and write
+    gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`."""
+    mc = model.config.model
+    check_history(model, frames, source)
+    duration = len(frames) / mc.fps
+    for t in times:
+        if not 0 <= t < duration:
+            raise FrameMemError(f"time {t:g}s is outside the video (0 to {duration:.2f}s at {mc.fps:g} fps)")
+    indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
+    latent_indices = [min(model.codec.latent_frames(i + 1) - 1, model.codec.latent_frames(len(frames)) - 1) for i in indices]
+    video = to_model(frames)
+    steps = steps or model.config.train.sample_steps
+    retrieved, memory = retrieve_frames(model, video, latent_indices, steps=steps, sampler=sampler, seed=seed)
+    mean_estimate, _ = retrieve_frames(model, video, latent_indices, one_step=True, seed=seed)
+    truth = video[0, :, indices].transpose(0, 1)  # (K, 3, H, W)
+    got = retrieved[0].transpose(0, 1)
+    one_step = mean_estimate[0].transpose(0, 1)
+    rh, rw, _ = mc.rate
+    bicubic = bicubic_reference(truth, rh, rw)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for k, t in enumerate(times):
+        label = time_label(t)
+        for name, image in (("gt", truth[k]), ("retrieved", got[k]), ("bicubic", bicubic[k])):
+            _save_png(_to_image(image), out / f"{name}_{label}.png")
+        records.append({
+            "time": t, "frame_index": indices[k],
+            "psnr": psnr(got[k], truth[k]), "ssim": ssim(got[k], truth[k]),
+            "one_step_psnr": psnr(one_step[k], truth[k]), "one_step_ssim": ssim(one_step[k], truth[k]),
+            "bicubic_psnr": psnr(bicubic[k], truth[k]), "bicubic_ssim": ssim(bicubic[k], truth[k]),
+        })
+    _save_png(_grid(truth, got, bicubic, times), out / "grid.png")
+    counts = model.token_counts(len(frames), frames.shape[1], frames.shape[2])
+    keys = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim")
+    metrics = {
+        "video": source, "frames": len(frames), "fps": mc.fps, "duration_seconds": duration,
+        "resolution": [frames.shape[1], frames.shape[2]], "rate": format_rate(mc.rate),
+        "tokens": {"full_context": counts["full_context"], "memory": memory.tokens.shape[1],
+                   "memory_ideal": counts["memory_ideal"]},
+        "sampler": sampler, "steps": steps, "seed": seed,
+        "per_frame": records,
+        "mean": {key: float(np.mean([r[key] for r in records])) for key in keys},
+    }
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def retrieve_command(checkpoint, video_path, times, out, steps=None, sampler="euler", seed=0) -> dict:
+    model = load_model(checkpoint)
+    mc = model.config.model
+    frames = load_frames(video_path, mc.fps, mc.height, mc.width)
+    metrics = run_retrieval(model, frames, times, out, steps, sampler, seed, source=str(video_path))
+    _print_summary(metrics, out)
+    return metrics
+
+
+def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4, steps=None) -> dict:
+    from .procedural import procedural_video
+
+    model = load_model(checkpoint)
+    mc = model.config.model
+    seed = secrets.randbelow(1_000_000) if seed is None else seed
+    out = Path(out)
+    if video_path:
+        frames = load_frames(video_path, mc.fps, mc.height, mc.width)
+        source = str(video_path)
+    else:
+        array, _ = procedural_video(DEMO_SEED_BASE + seed, mc.history_frames, mc.height, mc.width, mc.fps)
+        frames = torch.from_numpy(array)
+        source = f"procedural video, seed {DEMO_SEED_BASE + seed} (never seen in training)"
+        write_video(out / "history.mp4", array, mc.fps)
+    duration = len(frames) / mc.fps
+    rng = np.random.default_rng(seed)
+    times = sorted(round(float(t), 2) for t in rng.uniform(0, duration - 1 / mc.fps, size=count))
+    print(f"history: {source}")
+    counts = model.token_counts(len(frames), mc.height, mc.width)
+    print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
+    print(f"  full context {counts['full_context']} tokens -> memory {counts['memory']} tokens "
+          f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
+    metrics = run_retrieval(model, frames, times, out, steps, seed=seed, source=source)
+    _print_summary(metrics, out)
+    return metrics
+
+
+def _print_summary(metrics: dict, out) -> None:
+    print(f"{'time':>7} {'PSNR':>7} {'SSIM':>6} | {'bicubic PSNR':>12} {'SSIM':>6}")
+    for r in metrics["per_frame"]:
+        print(f"{r['time']:>6.2f}s {r['psnr']:>7.2f} {r['ssim']:>6.3f} | {r['bicubic_psnr']:>12.2f} {r['bicubic_ssim']:>6.3f}")
+    m = metrics["mean"]
+    print(f"{'mean':>7} {m['psnr']:>7.2f} {m['ssim']:>6.3f} | {m['bicubic_psnr']:>12.2f} {m['bicubic_ssim']:>6.3f}")
+    print(f"wrote {out}/ (gt_*, retrieved_*, bicubic_*.png, grid.png, metrics.json)")
+
+
+def _to_image(frame: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> PIL image."""
+    return Image.fromarray(to_uint8(frame[:, None])[0].numpy())
+
+
+def _grid(truth, got, bicubic, times, scale: int = 4) -> Image.Image:
+    """Rows: ground truth, retrieved, bicubic reference; one column per time."""
+    k, _, h, w = truth.shape
+    cell_h, cell_w, pad, top, left = h * scale, w * scale, 4, 18, 74
+    canvas = Image.new("RGB", (left + k * (cell_w + pad), top + 3 * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, (name, frames) in enumerate((("truth", truth), ("retrieved", got), ("bicubic", bicubic))):
+        y = top + row * (cell_h + pad)
+        draw.text((4, y + cell_h // 2 - 6), name, fill="black")
+        for col in range(k):
+            x = left + col * (cell_w + pad)
+            canvas.paste(_to_image(frames[col]).resize((cell_w, cell_h), Image.NEAREST), (x, y))
+            if row == 0:
+                draw.text((x + 2, 3), f"t = {times[col]:.2f}s", fill="black")
+    return canvas
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,55 @@
+import torch
+from diffusers import WanTransformer3DModel
+
+from framemem.backbone import MemoryDiT, build_transformer, grid_positions
+
+
+def test_no_memory_reproduces_stock_forward(config):
+    transformer = build_transformer(config.model).eval()
+    dit = MemoryDiT(transformer)
+    x = torch.randn(2, 48, 3, 8, 8)
+    t = torch.tensor([0.25, 0.9])
+    text = torch.randn(2, 1, 8)
+    with torch.no_grad():
+        stock = transformer(x, t * 1000, text).sample
+        ours = dit(x, torch.arange(3.0)[None].expand(2, 3), t, text=text)
+    assert ours.shape == stock.shape
+    assert (ours - stock).abs().max() < 1e-5
+
+
+def test_memory_changes_targets_and_positions_matter(config):
+    dit = MemoryDiT(build_transformer(config.model)).eval()
+    x = torch.randn(1, 48, 1, 8, 8)
+    frames = torch.tensor([[2.0]])
+    t = torch.tensor([1.0])
+    memory = torch.randn(1, 6, dit.inner_dim)
+    pos = torch.rand(6, 3) * 4
+    with torch.no_grad():
+        plain = dit(x, frames, t)
+        with_mem = dit(x, frames, t, memory, pos)
+        moved = dit(x, frames, t, memory, pos + torch.tensor([3.0, 0, 0]))
+    assert with_mem.shape == plain.shape == (1, 48, 1, 8, 8)
+    assert not torch.allclose(plain, with_mem, atol=1e-4)
+    assert not torch.allclose(with_mem, moved, atol=1e-5)
+
+
+def test_grid_positions_layout():
+    pos = grid_positions(torch.tensor([[5.0, 9.0]]), 2, 3)
+    assert pos.shape == (1, 12, 3)
+    assert pos[0, 0].tolist() == [5.0, 0.0, 0.0]
+    assert pos[0, 5].tolist() == [5.0, 1.0, 2.0]
+    assert pos[0, 6].tolist() == [9.0, 0.0, 0.0]
+
+
+def test_lora_trains_only_adapters_and_starts_as_identity(config):
+    dit = MemoryDiT(build_transformer(config.model)).eval()
+    x, frames, t = torch.randn(1, 48, 2, 8, 8), torch.tensor([[0.0, 1.0]]), torch.tensor([0.5])
+    with torch.no_grad():
+        before = dit(x, frames, t)
+    dit.add_lora(rank=4)
+    trainable = [n for n, p in dit.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n for n in trainable)
+    with torch.no_grad():
+        after = dit(x, frames, t)
+    assert torch.allclose(before, after, atol=1e-6)
+    assert isinstance(dit.transformer, WanTransformer3DModel)

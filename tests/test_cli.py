@@ -1,0 +1,75 @@
+"""The command line: one-line errors with exit status 2, and real outputs."""
+import json
+
+import pytest
+
+from framemem.cli import main
+from framemem.model import FrameMem
+
+
+@pytest.fixture
+def checkpoint(config, tmp_path):
+    path = tmp_path / "ckpt"
+    FrameMem.build(config).save_pretrained(path)
+    return path
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_retrieve_writes_pngs_and_metrics(checkpoint, procedural_mp4, tmp_path, capsys):
+    video = procedural_mp4(6.0)  # longer than the 4 s history the model was built for
+    code, out, err = run(["retrieve", "--checkpoint", checkpoint, "--video", video, "--times", "0.5,3,5.75",
+                          "--out", tmp_path / "r", "--steps", "2"], capsys)
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    for label in ("0.50", "3.00", "5.75"):
+        assert {f"gt_{label}.png", f"retrieved_{label}.png"} <= names
+    assert "grid.png" in names
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["frames"] == 24 and metrics["rate"] == "4x4x2"
+    # the memory grows with the video: 24 frames of 4x4 tokens at 4x4x2 -> 12 x 1 x 1
+    assert metrics["tokens"] == {"full_context": 24 * 16, "memory": 12, "memory_ideal": 12.0}
+    assert len(metrics["per_frame"]) == 3
+    assert all(0 <= r["ssim"] <= 1 and r["bicubic_psnr"] > 10 for r in metrics["per_frame"])
+
+
+@pytest.mark.parametrize("case", ["not_video", "time_outside", "too_short", "missing_ckpt", "bad_ckpt", "bad_resolution", "bad_times"])
+def test_bad_input_is_one_line_and_nonzero(case, checkpoint, procedural_mp4, tmp_path, capsys):
+    video, times, ckpt = procedural_mp4(2.0), "0.5", checkpoint
+    if case == "not_video":
+        video = tmp_path / "notes.txt"
+        video.write_text("hello")
+    elif case == "time_outside":
+        times = "0.5,9"
+    elif case == "too_short":
+        video = procedural_mp4(0.125, "one_frame.mp4")  # 1 frame: less than one temporal stride
+    elif case == "missing_ckpt":
+        ckpt = tmp_path / "nowhere"
+    elif case == "bad_ckpt":
+        (checkpoint / "memory_encoder" / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
+    elif case == "bad_resolution":
+        cfg = json.loads((checkpoint / "framemem.json").read_text())
+        cfg["model"]["height"] = 30
+        (checkpoint / "framemem.json").write_text(json.dumps(cfg))
+    elif case == "bad_times":
+        times = "soon"
+    code, out, err = run(["retrieve", "--checkpoint", ckpt, "--video", video, "--times", times, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("framemem: error:"), err
+    assert "Traceback" not in err
+
+
+def test_mismatched_checkpoint_is_refused(checkpoint, config, tmp_path, procedural_mp4, capsys):
+    config.model.transformer["num_attention_heads"] = 4  # another DiT width than the saved encoder
+    other = tmp_path / "other"
+    FrameMem.build(config).save_pretrained(other)
+    (other / "memory_encoder").rename(tmp_path / "x")
+    (checkpoint / "memory_encoder").rename(other / "memory_encoder")
+    code, _, err = run(["retrieve", "--checkpoint", other, "--video", procedural_mp4(2.0), "--times", "1",
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "do not match" in err

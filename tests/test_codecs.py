@@ -1,0 +1,51 @@
+import pytest
+import torch
+from diffusers import AutoencoderKLWan
+
+from framemem.codecs import SpaceToDepthCodec, WanVAECodec, check_divisible
+from framemem.errors import FrameMemError
+
+
+def test_space_to_depth_is_lossless():
+    codec = SpaceToDepthCodec(factor=4, scale=0.5)
+    video = torch.rand(2, 3, 5, 32, 16) * 2 - 1
+    latents = codec.encode(video)
+    assert latents.shape == (2, 48, 5, 8, 4) and codec.channels == 48
+    assert torch.equal(codec.decode(latents), video)
+    with pytest.raises(FrameMemError):
+        codec.encode(torch.zeros(1, 3, 1, 30, 32))
+
+
+def test_divisibility_check():
+    check_divisible(64, 64, SpaceToDepthCodec(4), (1, 2, 2))
+    with pytest.raises(FrameMemError, match="not a multiple"):
+        check_divisible(60, 64, SpaceToDepthCodec(4), (1, 2, 2))
+
+
+def tiny_vae():
+    return AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[False, True],
+                            latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+                            scale_factor_spatial=4, scale_factor_temporal=2)
+
+
+def test_wan_vae_codec_from_a_saved_folder(tmp_path):
+    tiny_vae().save_pretrained(tmp_path / "pipe" / "vae")
+    for source in (tmp_path / "pipe", tmp_path / "pipe" / "vae"):  # pipeline folder or model folder
+        codec = WanVAECodec.from_pretrained(str(source))
+        assert (codec.spatial_factor, codec.temporal_factor, codec.channels) == (4, 2, 4)
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    latents = codec.encode(video)
+    assert latents.shape == (1, 4, codec.latent_frames(5), 4, 4)
+    assert codec.decode(latents).shape[2:] == (codec.pixel_frames(latents.shape[2]), 16, 16)
+
+
+def test_wan_vae_without_network_fails_clearly(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FrameMemError, match="cannot load AutoencoderKLWan"):
+        WanVAECodec.from_pretrained("framemem-test/no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FrameMemError, match="no diffusers config"):
+        WanVAECodec.from_pretrained(str(tmp_path / "empty"))

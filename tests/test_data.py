@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from framemem.data import HistorySampler, heldout_videos
+from framemem.errors import FrameMemError
+from framemem.procedural import procedural_video
+from framemem.video import VideoDataset, list_videos, load_frames, read_video
+
+
+def test_procedural_is_deterministic_with_cuts_and_captions():
+    a, shots = procedural_video(3, 60, 32, 32, 4.0)
+    b, _ = procedural_video(3, 60, 32, 32, 4.0)
+    c, _ = procedural_video(4, 60, 32, 32, 4.0)
+    assert a.shape == (60, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert len(shots) >= 2 and shots[0].start == 0 and shots[-1].end == 60
+    assert all(s.caption for s in shots)
+    # a hard cut changes the picture far more than motion inside a shot
+    cut = shots[1].start
+    jump = np.abs(a[cut].astype(int) - a[cut - 1]).mean()
+    inside = np.abs(a[cut - 1].astype(int) - a[cut - 2]).mean()
+    assert jump > inside
+
+
+def test_read_video_resamples_fps_and_covers_the_frame(procedural_mp4):
+    path = procedural_mp4(3.0)  # 24 frames at 8 fps
+    frames = read_video(path, fps=4.0, height=32, width=48)
+    assert len(frames) == 12 and frames.shape[1] >= 32 and frames.shape[2] >= 48
+    assert load_frames(path, 4.0, 32, 48).shape == (12, 32, 48, 3)
+
+
+def test_corrupt_and_short_files_are_skipped_and_counted(tmp_path, procedural_mp4):
+    good = procedural_mp4(3.0, "good.mp4")
+    procedural_mp4(0.25, "short.mp4")
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    (tmp_path / "notes.mp4").write_text("this is not a video")
+    dataset = VideoDataset(tmp_path, fps=4.0, height=32, width=32, min_frames=4)
+    assert [p.name for p in dataset.usable] == ["good.mp4"]
+    assert len(dataset.skipped) == 3
+    assert dataset.summary() == "1 usable videos, 3 skipped"
+    assert "too short" in dataset.skipped[str(tmp_path / "short.mp4")]
+    clip = dataset.sample_clip(np.random.default_rng(0), 8)
+    assert clip.shape == (8, 32, 32, 3) and clip.dtype == torch.uint8
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text(json.dumps({"path": good.name}) + "\n")
+    assert list_videos(manifest) == [good.resolve()]
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    (tmp_path / "x.mp4").write_text("nope")
+    with pytest.raises(FrameMemError, match="not a readable video"):
+        read_video(tmp_path / "x.mp4", 4.0, 32, 32)
+    with pytest.raises(FrameMemError, match="no such file"):
+        read_video(tmp_path / "missing.mp4", 4.0, 32, 32)
+
+
+def test_histories_from_short_files_are_cut_together(config, procedural_mp4, tmp_path):
+    procedural_mp4(3.0, "a.mp4", seed=1)
+    procedural_mp4(2.0, "b.mp4", seed=2)
+    dataset = VideoDataset(tmp_path, config.model.fps, 32, 32, min_frames=4)
+    sampler = HistorySampler(config.model, dataset, procedural_fraction=0.0)
+    batch = sampler.batch(np.random.default_rng(0), 2)
+    assert batch.shape == (2, 3, config.model.history_frames, 32, 32)
+    assert batch.min() >= -1 and batch.max() <= 1
+    held = heldout_videos(config.model, count=2)
+    assert len(held) == 2 and not torch.equal(held[0], held[1])

@@ -1,0 +1,83 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from framemem.data import HistorySampler
+from framemem.errors import FrameMemError
+from framemem.model import FrameMem
+from framemem.retrieval import memory_diagnostics, retrieval_loss, select_omega
+from framemem.train import latest_checkpoint, pretrain, step_generators
+
+
+def test_omega_is_random_across_steps():
+    sets = set()
+    covered = set()
+    for step in range(100):
+        _, generator = step_generators(0, step)
+        omega = select_omega("mixed", 20, 3, generator)
+        assert len(set(omega.tolist())) == 3 and omega.max() < 20
+        sets.add(tuple(omega.tolist()))
+        covered.update(omega.tolist())
+    assert len(sets) > 50  # never a fixed set of positions (contiguous spans may repeat)
+    assert len(covered) == 20  # every frame of the history gets retrieved at some step
+    _, g = step_generators(0, 1)
+    span = select_omega("contiguous", 20, 4, g)
+    assert (span.diff() == 1).all()
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(config):
+    model = FrameMem.build(config)
+    rng, _ = step_generators(0, 0)
+    video = HistorySampler(config.model).batch(rng, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(12):
+        loss = model(retrieval_loss, video, config.train, torch.Generator().manual_seed(0))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_diagnostics_compute(config):
+    model = FrameMem.build(config).eval()
+    videos = [torch.rand(1, 3, 16, 32, 32) * 2 - 1 for _ in range(2)]
+    result = memory_diagnostics(model, videos)
+    assert set(result) == {"one_step_psnr", "loss_t1", "loss_t1_swapped", "memory_gap"}
+    assert np.isfinite(list(result.values())).all()
+    assert result["memory_gap"] == result["loss_t1_swapped"] - result["loss_t1"]
+
+
+def _losses(run):
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+def test_resume_continues_exactly(config, tmp_path):
+    config.train.steps = 4
+    pretrain(config, tmp_path / "straight")
+    # the same run, killed while writing its step-4 checkpoint: resume must use step 2
+    pretrain(config, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-4")
+    (tmp_path / "resumed" / "checkpoints" / "step-4").mkdir()  # incomplete: no trainer_state.json
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-2"
+    with pytest.raises(FrameMemError, match="--resume"):
+        pretrain(config, tmp_path / "resumed")
+    pretrain(config, tmp_path / "resumed", resume=True)
+    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    assert resumed[3] == straight[3] and resumed[4] == straight[4]
+    assert (tmp_path / "resumed" / "curves.png").exists()
+    a = FrameMem.from_pretrained(tmp_path / "straight" / "model")
+    b = FrameMem.from_pretrained(tmp_path / "resumed" / "model")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_stop_after_max_minutes_leaves_a_checkpoint(config, tmp_path):
+    pretrain(config, tmp_path / "run", max_minutes=1e-9)
+    assert latest_checkpoint(tmp_path / "run").name == "step-1"
+    assert (tmp_path / "run" / "model" / "framemem.json").exists()
