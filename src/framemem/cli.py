@@ -24,7 +24,34 @@ def _preset_with_overrides(args):
         value = getattr(args, name, None)
         if value is not None:
             setattr(config.train, name, value)
+    for item in getattr(args, "set", None) or []:
+        _set_train_field(config.train, item)
     return config
+
+
+def _set_train_field(train, item: str) -> None:
+    """`--set name=value` for any TrainConfig field, converted to the field's type."""
+    import dataclasses
+
+    name, _, text = item.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(train)}
+    if name not in fields or not text:
+        raise FrameMemError(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+    current = getattr(train, name)
+    try:
+        if text.lower() == "none":
+            value = None
+        elif isinstance(current, bool):
+            value = text.lower() in ("1", "true", "yes")
+        elif isinstance(current, int):
+            value = int(text)
+        elif isinstance(current, float) or current is None:
+            value = float(text)
+        else:
+            value = text
+    except ValueError:
+        raise FrameMemError(f"--set {item}: '{text}' is not a valid {type(current).__name__}") from None
+    setattr(train, name, value)
 
 
 def cmd_pretrain(args) -> None:
@@ -101,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)

@@ -93,6 +93,9 @@ class TrainConfig:
     t_shift: float = 1.0
     lr: float = 1e-4
     encoder_lr: float | None = None  # None: same as lr
+    # Query/key RMSNorm gains set how sharp attention can get; from scratch they must grow
+    # several-fold before the DiT can pick one memory token, so they may learn faster.
+    qk_norm_lr_scale: float = 1.0
     weight_decay: float = 0.01
     warmup_steps: int = 500
     grad_clip: float = 1.0
@@ -166,7 +169,7 @@ def _tiny() -> FrameMemConfig:
         lora_rank=None,
     )
     train = TrainConfig(
-        steps=6000,
+        steps=8000,
         batch_size=4,
         targets_per_history=2,
         lr=1e-3,

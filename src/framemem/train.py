@@ -73,12 +73,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
         self.objective, self.make_batch, self.evaluate = objective, make_batch, evaluate
 
-        encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
-        dit_params = [p for p in model.dit.parameters() if p.requires_grad]
-        groups = [{"params": dit_params, "lr": self.tc.lr}]
-        if encoder_params:
-            groups.append({"params": encoder_params, "lr": self.tc.encoder_lr or self.tc.lr})
-        self.trainable = dit_params + encoder_params
+        groups = self._param_groups(model)
+        self.trainable = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=self.tc.weight_decay, betas=(0.9, 0.99))
         scheduler = get_scheduler(
             "cosine", optimizer, num_warmup_steps=self.tc.warmup_steps, num_training_steps=self.tc.steps
@@ -88,6 +84,18 @@ class Trainer:
         if self.ema is not None:
             self.accelerator.register_for_checkpointing(self.ema)
         self.step, self.elapsed = 0, 0.0
+
+    def _param_groups(self, model: FrameMem) -> list[dict]:
+        """DiT, its query/key norm gains (no decay, own lr scale) and φ (own lr)."""
+        tc = self.tc
+        dit = [(n, p) for n, p in model.dit.named_parameters() if p.requires_grad]
+        qk = [p for n, p in dit if ".norm_q." in n or ".norm_k." in n]
+        groups = [
+            {"params": [p for n, p in dit if not (".norm_q." in n or ".norm_k." in n)], "lr": tc.lr},
+            {"params": qk, "lr": tc.lr * tc.qk_norm_lr_scale, "weight_decay": 0.0},
+            {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": tc.encoder_lr or tc.lr},
+        ]
+        return [g for g in groups if g["params"]]
 
     @property
     def unwrapped(self) -> FrameMem:
