@@ -184,44 +184,33 @@ def _tiny() -> FrameMemConfig:
     return FrameMemConfig("tiny", model, train)
 
 
-def _wan22_ti2v_5b() -> FrameMemConfig:
-    # Wan 2.2 TI2V-5B: 16x spatial / 4x temporal VAE with 48 channels, 3072-wide DiT.
+def _wan(preset: str, hub_id: str, fps: float) -> FrameMemConfig:
+    """Wan 2.2 at 480p: the VAE and DiT come from one diffusers folder or hub id; LoRA rank
+    128 and encoder widths 64→512 as in the paper."""
     model = ModelConfig(
-        fps=24.0,
+        fps=fps,
         seconds=20.0,
         height=480,
         width=832,
         codec="wan_vae",
-        vae_path="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
-        transformer_path="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        vae_path=hub_id,
+        transformer_path=hub_id,
         rate=(4, 4, 2),
         encoder_widths=(64, 128, 256, 512),
         encoder_attention_heads=8,
         lora_rank=128,
         text_tokens=512,
     )
-    return FrameMemConfig("wan2.2-ti2v-5b", model, TrainConfig(t_shift=3.0))
+    return FrameMemConfig(preset, model, TrainConfig(t_shift=3.0))
 
 
-def _wan_14b() -> FrameMemConfig:
-    model = ModelConfig(
-        fps=16.0,
-        seconds=20.0,
-        height=480,
-        width=832,
-        codec="wan_vae",
-        vae_path="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
-        transformer_path="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
-        rate=(4, 4, 2),
-        encoder_widths=(64, 128, 256, 512),
-        encoder_attention_heads=8,
-        lora_rank=128,
-        text_tokens=512,
-    )
-    return FrameMemConfig("wan-14b", model, TrainConfig(t_shift=3.0))
-
-
-PRESETS = {"tiny": _tiny, "wan2.2-ti2v-5b": _wan22_ti2v_5b, "wan-14b": _wan_14b}
+PRESETS = {
+    "tiny": _tiny,
+    # TI2V-5B: 16x spatial / 4x temporal VAE with 48 channels, a 3072-wide DiT, 24 fps.
+    "wan2.2-ti2v-5b": lambda: _wan("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 24.0),
+    # A14B: the 8x VAE with 16 channels, a 5120-wide DiT, 16 fps.
+    "wan-14b": lambda: _wan("wan-14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 16.0),
+}
 
 
 def get_preset(name: str) -> FrameMemConfig:

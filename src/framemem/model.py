@@ -113,7 +113,9 @@ class FrameMem(nn.Module):
                 transformer = build_transformer(config.model)
             dit = MemoryDiT(transformer)
             if (path / "transformer_lora").is_dir():
-                transformer.load_lora_adapter(str(path / "transformer_lora"), prefix=None)
+                transformer.load_lora_adapter(
+                    str(path / "transformer_lora"), prefix=None, weight_name="pytorch_lora_weights.safetensors"
+                )
             encoder = MemoryEncoder.from_pretrained(path / "memory_encoder", torch_dtype=torch.float32)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

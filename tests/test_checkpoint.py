@@ -1,0 +1,40 @@
+"""Checkpoint folders: full DiT (tiny) and peft LoRA over real weights loaded from disk."""
+import torch
+
+from framemem.backbone import build_transformer
+from framemem.model import FrameMem
+
+
+def _outputs(model, video):
+    latents, memory = model.encode_history(video)
+    x = torch.randn(1, latents.shape[1], 2, *latents.shape[3:], generator=torch.Generator().manual_seed(1))
+    return model.dit(x, torch.tensor([[1.0, 5.0]]), torch.tensor([0.7]), memory.tokens, memory.positions)
+
+
+def test_lora_over_local_base_weights_round_trips(config, tmp_path):
+    build_transformer(config.model).save_pretrained(tmp_path / "wan" / "transformer")  # a "real" diffusers folder
+    config.model.transformer_path = str(tmp_path / "wan")
+    config.model.lora_rank = 4
+    model = FrameMem.build(config).eval()
+    trainable = {n for n, p in model.dit.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n for n in trainable)
+    with torch.no_grad():
+        for name, p in model.dit.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)  # as if trained
+        torch.nn.init.normal_(model.encoder.proj_out.weight, std=0.05)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "transformer_lora").is_dir() and not (tmp_path / "ckpt" / "transformer").exists()
+    loaded = FrameMem.from_pretrained(tmp_path / "ckpt")
+    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(_outputs(model, video), _outputs(loaded, video), atol=1e-5)
+
+
+def test_save_is_atomic_and_replaces(config, tmp_path):
+    model = FrameMem.build(config)
+    model.save_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "ckpt", dtype=torch.float16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left
+    loaded = FrameMem.from_pretrained(tmp_path / "ckpt")
+    assert next(loaded.dit.parameters()).dtype == torch.float32
