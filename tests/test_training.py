@@ -81,3 +81,12 @@ def test_stop_after_max_minutes_leaves_a_checkpoint(config, tmp_path):
     pretrain(config, tmp_path / "run", max_minutes=1e-9)
     assert latest_checkpoint(tmp_path / "run").name == "step-1"
     assert (tmp_path / "run" / "model" / "framemem.json").exists()
+
+
+def test_ema_weights_are_exported(config, tmp_path):
+    config.train.steps, config.train.ema_decay, config.train.lr = 2, 0.5, 1e-2
+    trainer = pretrain(config, tmp_path / "run")
+    exported = FrameMem.from_pretrained(tmp_path / "run" / "model")
+    live = trainer.unwrapped.state_dict()
+    differs = [n for n, p in exported.dit.state_dict().items() if not torch.equal(p, live[f"dit.{n}"])]
+    assert differs  # the export holds the EMA average, not the live weights

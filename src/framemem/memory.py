@@ -1,8 +1,9 @@
 """The memory encoder φ (paper Fig. 3): a long history becomes a short token context.
 
     LR branch: pixels ↓ rate → codec.encode → the DiT's own patch embedding → (B, D, grid)
-    HR branch: latents → Conv3d stack (temporal strides first, then spatial, SiLU)
-               → spatial attention per memory frame → 1×1 conv to D (zero-initialised)
+    HR branch: latents → Conv3d stack (temporal strides first, then spatial; channel
+               LayerNorm + SiLU before each conv) → spatial attention per memory frame
+               → norm, SiLU, 1×1 conv to D (zero-initialised)
     tokens = LR + HR, flattened to (B, N, D), with float positions (N, 3).
 
 Every layer looks only inside its own block of `rate_t · patch_t` latent frames
@@ -66,6 +67,14 @@ def _stride_plan(total: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     return steps
 
 
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over channels at every (t, h, w) of (B, C, T, H, W): bounded activations,
+    and no statistics shared across time (φ stays local in time)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
 class FrameAttention(nn.Module):
     """Pre-norm self-attention over the tokens of each memory frame (local in time)."""
 
@@ -123,9 +132,11 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         for i, (st, sh, sw) in enumerate(strides):
             c_in, c_out = widths[min(i, len(widths) - 1)], widths[min(i + 1, len(widths) - 1)]
             kh, kw = (4 if sh == 2 else 3), (4 if sw == 2 else 3)
-            layers += [nn.SiLU(), nn.Conv3d(c_in, c_out, (st, kh, kw), stride=(st, sh, sw), padding=(0, 1, 1))]
+            conv = nn.Conv3d(c_in, c_out, (st, kh, kw), stride=(st, sh, sw), padding=(0, 1, 1))
+            layers += [ChannelNorm(c_in), nn.SiLU(), conv]
         self.convs = nn.Sequential(*layers)
         self.attention = FrameAttention(widths[-1], attention_heads)
+        self.norm_out = ChannelNorm(widths[-1])
         self.proj_out = nn.Conv3d(widths[-1], dit_width, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
@@ -164,7 +175,7 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         if self.use_hr:
             hr_in = F.pad(latents, pad, mode="replicate") if any(pad) else latents
             hr = self.attention(self.convs(hr_in))
-            out = self.proj_out(F.silu(hr))
+            out = self.proj_out(F.silu(self.norm_out(hr)))
         if self.use_lr:
             out = out + self._lr_branch(video, codec, patch_embedding, grid, padded)
         tokens = out.flatten(2).transpose(1, 2)
