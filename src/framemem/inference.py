@@ -25,7 +25,6 @@ def load_model(checkpoint: str | Path) -> FrameMem:
     path = Path(checkpoint)
     if not path.exists():
         raise FrameMemError(f"checkpoint {path}: no such folder")
-    torch.set_grad_enabled(False)
     return FrameMem.from_pretrained(path)
 
 
