@@ -33,6 +33,7 @@ def test_wan_vae_codec_from_a_saved_folder(tmp_path):
     for source in (tmp_path / "pipe", tmp_path / "pipe" / "vae"):  # pipeline folder or model folder
         codec = WanVAECodec.from_pretrained(str(source))
         assert (codec.spatial_factor, codec.temporal_factor, codec.channels) == (4, 2, 4)
+    assert [codec.latent_index(i) for i in range(5)] == [0, 1, 1, 2, 2]  # causal: frame 0 alone
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     latents = codec.encode(video)
     assert latents.shape == (1, 4, codec.latent_frames(5), 4, 4)

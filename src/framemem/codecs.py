@@ -23,6 +23,10 @@ class LatentCodec(nn.Module):
         """Latent frames for `frames` pixel frames."""
         return frames // self.temporal_factor
 
+    def latent_index(self, pixel_frame: int) -> int:
+        """The latent frame that holds pixel frame `pixel_frame`."""
+        return pixel_frame // self.temporal_factor
+
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         return self.latent_frames(frames), height // self.spatial_factor, width // self.spatial_factor
 
@@ -91,6 +95,9 @@ class WanVAECodec(LatentCodec):
 
     def pixel_frames(self, latent_frames: int) -> int:
         return 1 + (latent_frames - 1) * self.temporal_factor
+
+    def latent_index(self, pixel_frame: int) -> int:
+        return -(-pixel_frame // self.temporal_factor)  # frame 0 alone, then blocks of 4
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:

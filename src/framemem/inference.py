@@ -56,7 +56,7 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
         if not 0 <= t < duration:
             raise FrameMemError(f"time {t:g}s is outside the video (0 to {duration:.2f}s at {mc.fps:g} fps)")
     indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
-    latent_indices = [min(model.codec.latent_frames(i + 1) - 1, model.codec.latent_frames(len(frames)) - 1) for i in indices]
+    latent_indices = [model.codec.latent_index(i) for i in indices]
     video = to_model(frames)
     steps = steps or model.config.train.sample_steps
     retrieved, memory = retrieve_frames(model, video, latent_indices, steps=steps, sampler=sampler, seed=seed)
