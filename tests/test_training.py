@@ -47,7 +47,7 @@ def test_diagnostics_compute(config):
     model = FrameMem.build(config).eval()
     videos = [torch.rand(1, 3, 16, 32, 32) * 2 - 1 for _ in range(2)]
     result = memory_diagnostics(model, videos)
-    assert set(result) == {"one_step_psnr", "loss_t1", "loss_t1_swapped", "memory_gap"}
+    assert set(result) == {"one_step_psnr", "loss_t1", "loss_t1_swapped", "memory_gap", "mean_frame_psnr", "bicubic_psnr"}
     assert np.isfinite(list(result.values())).all()
     assert result["memory_gap"] == result["loss_t1_swapped"] - result["loss_t1"]
 

