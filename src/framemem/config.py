@@ -174,7 +174,7 @@ def _tiny() -> FrameMemConfig:
         lora_rank=None,
     )
     train = TrainConfig(
-        steps=10000,
+        steps=14000,
         batch_size=4,
         targets_per_history=2,
         lr=1e-3,
