@@ -1,4 +1,5 @@
 """Checkpoint folders: full DiT (tiny) and peft LoRA over real weights loaded from disk."""
+import pytest
 import torch
 
 from framemem.backbone import build_transformer
@@ -38,3 +39,17 @@ def test_save_is_atomic_and_replaces(config, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left
     loaded = FrameMem.from_pretrained(tmp_path / "ckpt")
     assert next(loaded.dit.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("variant", ["only_lr", "without_lr"])
+def test_every_variant_round_trips(config, tmp_path, variant):
+    model = FrameMem.build(config, variant).eval()
+    if variant == "without_lr":
+        with torch.no_grad():
+            torch.nn.init.normal_(model.encoder.proj_out.weight, std=0.05)
+    model.save_pretrained(tmp_path / "ckpt", dtype=torch.float16)  # only_lr: φ has no weights of its own
+    loaded = FrameMem.from_pretrained(tmp_path / "ckpt")
+    assert loaded.encoder.config.variant == variant
+    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(_outputs(model, video), _outputs(loaded, video), atol=1e-2)

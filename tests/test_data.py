@@ -7,7 +7,7 @@ import torch
 from framemem.data import HistorySampler, heldout_videos
 from framemem.errors import FrameMemError
 from framemem.procedural import procedural_video
-from framemem.video import VideoDataset, list_videos, load_frames, read_video
+from framemem.video import VideoDataset, list_videos, load_frames, read_video, to_model
 
 
 def test_procedural_is_deterministic_with_cuts_and_captions():
@@ -67,3 +67,28 @@ def test_histories_from_short_files_are_cut_together(config, procedural_mp4, tmp
     assert batch.min() >= -1 and batch.max() <= 1
     held = heldout_videos(config.model, count=2)
     assert len(held) == 2 and not torch.equal(held[0], held[1])
+
+
+def test_procedural_pool_is_cached_by_seed_and_draws_are_reproducible(config):
+    sampler = HistorySampler(config.model, procedural_pool=4)
+    first = sampler.batch(np.random.default_rng(5), 3, frames=8)
+    assert first.shape == (3, 3, 8, 32, 32)
+    assert 1 <= len(sampler._rendered) <= 3 and all(seed < 4 for seed in sampler._rendered)
+    # a fresh sampler (a resumed run: empty cache) draws exactly the same histories
+    again = HistorySampler(config.model, procedural_pool=4).batch(np.random.default_rng(5), 3, frames=8)
+    assert torch.equal(first, again)
+    # each history is a window of its seed's video, possibly flipped left-right
+    seed = next(iter(sampler._rendered))
+    full = to_model(sampler.procedural(seed)[None])[0]  # (3, T, H, W)
+    windows = [full[:, s : s + 8] for s in range(full.shape[1] - 7)]
+    assert any(torch.equal(h, w) or torch.equal(h, w.flip(-1)) for h in first for w in windows)
+
+
+def test_training_histories_take_whole_memory_blocks(config):
+    from framemem.model import FrameMem
+    from framemem.train import history_lengths
+
+    model = FrameMem.build(config)  # 4 s at 4 fps = 16 frames, temporal block of 2 frames
+    assert history_lengths(model, 16, None) == [16]
+    assert history_lengths(model, 16, 6.0) == [6, 8, 10, 12, 14, 16]
+    assert history_lengths(model, 16, 100.0) == [16]

@@ -116,7 +116,9 @@ class FrameMem(nn.Module):
                 transformer.load_lora_adapter(
                     str(path / "transformer_lora"), prefix=None, weight_name="pytorch_lora_weights.safetensors"
                 )
-            encoder = MemoryEncoder.from_pretrained(path / "memory_encoder", torch_dtype=torch.float32)
+            encoder = MemoryEncoder.from_config(MemoryEncoder.load_config(path / "memory_encoder"))
+            if any(True for _ in encoder.parameters()):  # only_lr has no weights of its own
+                encoder = MemoryEncoder.from_pretrained(path / "memory_encoder", torch_dtype=torch.float32)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
@@ -127,10 +129,11 @@ class FrameMem(nn.Module):
 
 
 def _save_module(module, path: Path, dtype: torch.dtype | None) -> None:
-    if dtype is None:
+    first = next(module.parameters(), None)
+    if dtype is None or first is None:
         module.save_pretrained(path)
         return
-    original = next(module.parameters()).dtype
+    original = first.dtype
     module.to(dtype)
     try:
         module.save_pretrained(path)

