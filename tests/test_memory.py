@@ -75,3 +75,22 @@ def test_memory_is_local_in_time():
         first = enc(video[:, :, :4], codec.encode(video[:, :, :4]), codec, patch).tokens
         second = enc(video[:, :, 4:], codec.encode(video[:, :, 4:]), codec, patch).tokens
     assert torch.allclose(whole, torch.cat([first, second], dim=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [(4, 4, 2), (2, 2, 1), (2, 4, 4)])
+def test_large_patchifier_starts_as_the_patch_embedding_of_block_means(rate):
+    """FramePack's initialisation: the repeated, divided kernel embeds each rate block as the
+    DiT embeds one patch of the block-averaged latents."""
+    codec = SpaceToDepthCodec(factor=2)
+    patch = torch.nn.Conv3d(12, 16, (1, 2, 2), stride=(1, 2, 2))
+    enc = encoder(rate, "large_patchifier")
+    enc.init_from_patch_embedding(patch)
+    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    latents = codec.encode(video)  # (1, 12, 8, 16, 16)
+    rh, rw, rt = rate
+    block_means = torch.nn.functional.avg_pool3d(latents, (rt, rh, rw))  # latents at 1/rate resolution
+    with torch.no_grad():
+        memory = enc(video, latents, codec, patch)
+        expected = patch(block_means).flatten(2).transpose(1, 2)
+    assert memory.tokens.shape == (1, enc.token_count((8, 16, 16)), 16)
+    assert torch.allclose(memory.tokens, expected, atol=1e-5)

@@ -29,7 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from .codecs import LatentCodec, ceil_div
 from .errors import FrameMemError
 
-VARIANTS = ("proposed", "only_lr", "without_lr")
+VARIANTS = ("proposed", "only_lr", "without_lr", "large_patchifier")
 
 
 @dataclass
@@ -101,7 +101,8 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         rate: compression (h, w, t) on top of codec and patch.
         widths: HR Conv3d channels (paper: 64, 128, 256, 512).
         attention_heads: heads of the attention at the last width.
-        variant: proposed (LR + HR), only_lr, without_lr.
+        variant: proposed (LR + HR), only_lr, without_lr, or large_patchifier (FramePack's
+            baseline: one Conv3d with kernel = stride = patch × rate over the latents).
     """
 
     @register_to_config
@@ -123,9 +124,11 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         self.patch = tuple(patch_size)
         self.use_lr = variant in ("proposed", "only_lr")
         self.use_hr = variant in ("proposed", "without_lr")
+        total = (rt * self.patch[0], rh * self.patch[1], rw * self.patch[2])
+        if variant == "large_patchifier":
+            self.patchifier = nn.Conv3d(latent_channels, dit_width, total, stride=total)
         if not self.use_hr:
             return
-        total = (rt * self.patch[0], rh * self.patch[1], rw * self.patch[2])
         strides = _stride_plan(total)
         strides += [(1, 1, 1)] * max(0, len(widths) - 1 - len(strides))
         layers: list[nn.Module] = [nn.Conv3d(latent_channels, widths[0], (1, 3, 3), padding=(0, 1, 1))]
@@ -140,6 +143,18 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         self.proj_out = nn.Conv3d(widths[-1], dit_width, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+
+    @torch.no_grad()
+    def init_from_patch_embedding(self, patch_embedding: nn.Conv3d) -> None:
+        """FramePack's initialisation of a larger patchifier: the DiT's patch-embedding weight
+        repeated over the larger kernel and divided by the number of repeats, so that at
+        start it embeds the block-averaged latents exactly as the DiT embeds a patch."""
+        if not hasattr(self, "patchifier"):
+            return
+        repeats = self.rate_thw
+        weight = patch_embedding.weight.repeat_interleave(repeats[0], 2).repeat_interleave(repeats[1], 3)
+        self.patchifier.weight.copy_(weight.repeat_interleave(repeats[2], 4) / math.prod(repeats))
+        self.patchifier.bias.copy_(patch_embedding.bias)
 
     # ---- geometry -------------------------------------------------------------------
     def token_grid(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -172,9 +187,11 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
         pad = [0, padded[2] - latent_shape[2], 0, padded[1] - latent_shape[1], 0, padded[0] - latent_shape[0]]
         out = 0
+        padded_latents = F.pad(latents, pad, mode="replicate") if any(pad) else latents
+        if hasattr(self, "patchifier"):
+            out = self.patchifier(padded_latents)
         if self.use_hr:
-            hr_in = F.pad(latents, pad, mode="replicate") if any(pad) else latents
-            hr = self.attention(self.convs(hr_in))
+            hr = self.attention(self.convs(padded_latents))
             out = self.proj_out(F.silu(self.norm_out(hr)))
         if self.use_lr:
             out = out + self._lr_branch(video, codec, patch_embedding, grid, padded)
@@ -200,8 +217,10 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         return tokens
 
 
-def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant="proposed"):
-    return MemoryEncoder(
+def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant="proposed",
+                         patch_embedding: nn.Conv3d | None = None) -> MemoryEncoder:
+    """A fresh φ for a preset; `patch_embedding` (the DiT's) initialises a large patchifier."""
+    encoder = MemoryEncoder(
         latent_channels=latent_channels,
         dit_width=dit_width,
         patch_size=tuple(patch),
@@ -210,3 +229,6 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
         attention_heads=model_config.encoder_attention_heads,
         variant=variant,
     )
+    if patch_embedding is not None:
+        encoder.init_from_patch_embedding(patch_embedding)
+    return encoder

@@ -42,7 +42,9 @@ class FrameMem(nn.Module):
         dit = MemoryDiT(build_transformer(config.model))
         if config.model.lora_rank:
             dit.add_lora(config.model.lora_rank)
-        encoder = build_memory_encoder(config.model, codec.channels, dit.inner_dim, dit.patch_size, variant)
+        encoder = build_memory_encoder(
+            config.model, codec.channels, dit.inner_dim, dit.patch_size, variant, dit.patch_embedding
+        )
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder)
 
