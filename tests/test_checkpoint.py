@@ -53,3 +53,14 @@ def test_every_variant_round_trips(config, tmp_path, variant):
     video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(_outputs(model, video), _outputs(loaded, video), atol=1e-2)
+
+
+def test_dit_weights_that_do_not_fit_the_preset_are_refused(config, tmp_path):
+    from framemem.errors import FrameMemError
+
+    build_transformer(config.model).save_pretrained(tmp_path / "wan" / "transformer")
+    config.model.transformer_path = str(tmp_path / "wan")
+    assert build_transformer(config.model).config.num_layers == 1
+    config.model.transformer["num_layers"] = 2  # e.g. 5B weights given to the 14B preset
+    with pytest.raises(FrameMemError, match=r"do not fit the preset: num_layers 1 \(preset: 2\)"):
+        build_transformer(config.model)

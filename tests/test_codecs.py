@@ -50,3 +50,20 @@ def test_wan_vae_without_network_fails_clearly(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FrameMemError, match="no diffusers config"):
         WanVAECodec.from_pretrained(str(tmp_path / "empty"))
+
+
+def test_a_vae_that_does_not_fit_the_preset_is_refused(tmp_path):
+    from framemem.codecs import build_codec, codec_geometry
+    from framemem.config import get_preset
+
+    tiny_vae().save_pretrained(tmp_path / "pipe" / "vae")
+    model = get_preset("wan-14b").model  # expects the 8x, 4x, 16-channel Wan 2.1 VAE
+    model.vae_path = str(tmp_path / "pipe")
+    with pytest.raises(FrameMemError, match=r"does not fit the preset \(x8, x4, 16 channels\)"):
+        build_codec(model)
+    model.codec_factor, model.codec_temporal_factor, model.codec_channels = 4, 2, 4
+    codec = build_codec(model)
+    geometry = codec_geometry(model)  # the same numbers without weights
+    for frames in (1, 5, 9, 20):
+        assert geometry.latent_shape(frames, 16, 16) == codec.latent_shape(frames, 16, 16)
+        assert geometry.latent_index(frames) == codec.latent_index(frames)

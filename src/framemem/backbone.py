@@ -14,6 +14,9 @@ With no memory and targets at 0..T-1 this is exactly the stock forward (tested).
 """
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import torch
 import torch.nn as nn
 from diffusers import WanTransformer3DModel
@@ -22,6 +25,8 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from .errors import FrameMemError
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan embeds t in [0, 1000]
+# What a preset fixes of the DiT's architecture; loaded weights must agree.
+ARCHITECTURE_KEYS = ("num_attention_heads", "attention_head_dim", "num_layers", "in_channels", "ffn_dim", "patch_size")
 
 
 def rope_from_positions(positions: torch.Tensor, head_dim: int, theta: float = 10000.0):
@@ -168,7 +173,13 @@ def build_transformer(model_config) -> WanTransformer3DModel:
     if model_config.transformer_path:
         from .hub import load_pretrained
 
-        return load_pretrained(WanTransformer3DModel, model_config.transformer_path, "transformer")
+        transformer = load_pretrained(WanTransformer3DModel, model_config.transformer_path, "transformer")
+        expected = {k: v for k, v in model_config.transformer.items() if k in ARCHITECTURE_KEYS}
+        found = {k: transformer.config[k] for k in expected}
+        if json.loads(json.dumps(found)) != json.loads(json.dumps(expected)):
+            differ = ", ".join(f"{k} {found[k]} (preset: {expected[k]})" for k in expected if list(np.atleast_1d(found[k])) != list(np.atleast_1d(expected[k])))
+            raise FrameMemError(f"{model_config.transformer_path}: these DiT weights do not fit the preset: {differ}")
+        return transformer
     kwargs = dict(model_config.transformer)
     kwargs["patch_size"] = tuple(kwargs.get("patch_size", (1, 2, 2)))
     return WanTransformer3DModel(**kwargs)

@@ -1,4 +1,4 @@
-"""`framemem` command line: pretrain, retrieve, demo, info.
+"""`framemem` command line: pretrain, retrieve, demo, plan, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -111,6 +111,22 @@ def cmd_info(args) -> None:
     print(f"preset {config.preset}: {m.seconds:g}s at {m.fps:g} fps, {m.width}x{m.height}, codec {m.codec}, rate {m.rate}")
 
 
+def cmd_plan(args) -> None:
+    import json
+
+    from .config import get_preset, parse_rate
+    from .plan import PAPER_RATES, format_plan, parse_resolution, plan
+
+    config = get_preset(args.model)
+    height, width = parse_resolution(args.resolution) if args.resolution else (config.model.height, config.model.width)
+    rates = [parse_rate(r) for r in args.rate] if args.rate else PAPER_RATES
+    result = plan(config, height, width, args.fps or config.model.fps, args.seconds or config.model.seconds,
+                  rates, args.section_seconds)
+    print(format_plan(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framemem", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -153,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=4, help="how many random times to retrieve")
     p.add_argument("--steps", type=int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
+    p.add_argument("--model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")
+    p.add_argument("--resolution", help="WIDTHxHEIGHT (default: the preset's)")
+    p.add_argument("--fps", type=float, help="history fps (default: the preset's)")
+    p.add_argument("--seconds", type=float, help="history length (default: the preset's)")
+    p.add_argument("--rate", action="append", help="HxWxT, repeatable (default: the paper's four rates)")
+    p.add_argument("--section-seconds", type=float, default=1.0, help="length of the section generated per forward")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("info", help="describe a preset")
     p.add_argument("--preset", default="tiny")

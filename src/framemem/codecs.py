@@ -13,24 +13,36 @@ from .errors import FrameMemError
 
 
 class LatentCodec(nn.Module):
-    """Interface: `encode`, `decode`, `spatial_factor`, `temporal_factor`, `channels`."""
+    """Interface: `encode`, `decode`, `spatial_factor`, `temporal_factor`, `channels`.
+
+    A causal time axis (the Wan VAEs) keeps frame 0 alone, then blocks of
+    `temporal_factor` frames: T pixel frames (T = 1 + 4k) give 1 + k latent frames.
+    The base class alone is the geometry of a codec without its weights (`codec_geometry`).
+    """
 
     spatial_factor: int = 1
     temporal_factor: int = 1
     channels: int = 3
+    causal: bool = False
 
     def latent_frames(self, frames: int) -> int:
         """Latent frames for `frames` pixel frames."""
+        if self.causal:
+            return 1 + (frames - 1) // self.temporal_factor
         return frames // self.temporal_factor
 
     def latent_index(self, pixel_frame: int) -> int:
         """The latent frame that holds pixel frame `pixel_frame`."""
+        if self.causal:
+            return -(-pixel_frame // self.temporal_factor)
         return pixel_frame // self.temporal_factor
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         return self.latent_frames(frames), height // self.spatial_factor, width // self.spatial_factor
 
     def pixel_frames(self, latent_frames: int) -> int:
+        if self.causal:
+            return 1 + (latent_frames - 1) * self.temporal_factor
         return latent_frames * self.temporal_factor
 
 
@@ -67,9 +79,10 @@ class SpaceToDepthCodec(LatentCodec):
 class WanVAECodec(LatentCodec):
     """Wan 2.1 / 2.2 VAE through diffusers' `AutoencoderKLWan`.
 
-    Latents are normalised with the VAE's own `latents_mean` / `latents_std`.
-    Its time axis is causal: T pixel frames (T = 1 + 4k) give 1 + k latent frames.
+    Latents are normalised with the VAE's own `latents_mean` / `latents_std`; time is causal.
     """
+
+    causal = True
 
     def __init__(self, vae):
         super().__init__()
@@ -90,15 +103,6 @@ class WanVAECodec(LatentCodec):
         vae = load_pretrained(AutoencoderKLWan, path_or_id, "vae", torch_dtype=torch_dtype)
         return cls(vae)
 
-    def latent_frames(self, frames: int) -> int:
-        return 1 + (frames - 1) // self.temporal_factor
-
-    def pixel_frames(self, latent_frames: int) -> int:
-        return 1 + (latent_frames - 1) * self.temporal_factor
-
-    def latent_index(self, pixel_frame: int) -> int:
-        return -(-pixel_frame // self.temporal_factor)  # frame 0 alone, then blocks of 4
-
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         dtype = next(self.vae.parameters()).dtype
@@ -115,7 +119,25 @@ class WanVAECodec(LatentCodec):
 def build_codec(model_config) -> LatentCodec:
     if model_config.codec == "space_to_depth":
         return SpaceToDepthCodec(model_config.codec_factor, model_config.codec_scale)
-    return WanVAECodec.from_pretrained(model_config.vae_path)
+    codec = WanVAECodec.from_pretrained(model_config.vae_path)
+    found = (codec.spatial_factor, codec.temporal_factor, codec.channels)
+    expected = (model_config.codec_factor, model_config.codec_temporal_factor, model_config.codec_channels)
+    if model_config.codec_channels and found != expected:
+        raise FrameMemError(
+            f"{model_config.vae_path}: this VAE (spatial x{found[0]}, temporal x{found[1]}, {found[2]} channels) "
+            f"does not fit the preset (x{expected[0]}, x{expected[1]}, {expected[2]} channels)"
+        )
+    return codec
+
+
+def codec_geometry(model_config) -> LatentCodec:
+    """The preset's codec factors without loading any weights (for planning)."""
+    geometry = LatentCodec()
+    geometry.spatial_factor = model_config.codec_factor
+    geometry.temporal_factor = model_config.codec_temporal_factor
+    geometry.channels = model_config.codec_channels or 3 * model_config.codec_factor**2
+    geometry.causal = model_config.codec == "wan_vae"
+    return geometry
 
 
 def check_divisible(height: int, width: int, codec: LatentCodec, patch: tuple[int, int, int]) -> None:
@@ -132,4 +154,4 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["LatentCodec", "SpaceToDepthCodec", "WanVAECodec", "build_codec", "check_divisible", "ceil_div"]
+__all__ = ["LatentCodec", "SpaceToDepthCodec", "WanVAECodec", "build_codec", "codec_geometry", "check_divisible", "ceil_div"]

@@ -39,7 +39,10 @@ class ModelConfig:
     Attributes:
         fps, seconds, height, width: history video after preprocessing.
         codec: "space_to_depth" (pixel space, no weights) or "wan_vae".
-        codec_factor / codec_scale: space-to-depth block size and latent scale.
+        codec_factor: spatial factor of the codec (space-to-depth block, or the VAE's 8 / 16).
+        codec_temporal_factor: the VAE's temporal factor (causal: 1 + 4k frames -> 1 + k).
+        codec_channels: the VAE's latent channels (space-to-depth has 3·factor²).
+        codec_scale: space-to-depth latent scale.
         vae_path: local diffusers folder or hub id for the Wan VAE.
         transformer: kwargs of diffusers' WanTransformer3DModel (random init), or
             ``transformer_path`` to load real weights.
@@ -55,6 +58,8 @@ class ModelConfig:
     width: int = 64
     codec: str = "space_to_depth"
     codec_factor: int = 4
+    codec_temporal_factor: int = 1
+    codec_channels: int | None = None
     codec_scale: float = 0.5
     vae_path: str | None = None
     transformer: dict = field(default_factory=dict)
@@ -191,16 +196,24 @@ def _tiny() -> FrameMemConfig:
     return FrameMemConfig("tiny", model, train)
 
 
-def _wan(preset: str, hub_id: str, fps: float) -> FrameMemConfig:
+def _wan(preset: str, hub_id: str, fps: float, vae: tuple[int, int, int], dit: dict) -> FrameMemConfig:
     """Wan 2.2 at 480p: the VAE and DiT come from one diffusers folder or hub id; LoRA rank
-    128 and encoder widths 64→512 as in the paper."""
+    128 and encoder widths 64→512 as in the paper. `vae` is (spatial factor, temporal factor,
+    channels); `dit` the DiT's architecture, which the loaded weights must match."""
+    spatial, temporal, channels = vae
     model = ModelConfig(
         fps=fps,
         seconds=20.0,
         height=480,
         width=832,
         codec="wan_vae",
+        codec_factor=spatial,
+        codec_temporal_factor=temporal,
+        codec_channels=channels,
         vae_path=hub_id,
+        transformer=dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=channels, out_channels=channels,
+                         text_dim=4096, freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                         eps=1e-6, **dit),
         transformer_path=hub_id,
         rate=(4, 4, 2),
         encoder_widths=(64, 128, 256, 512),
@@ -213,10 +226,18 @@ def _wan(preset: str, hub_id: str, fps: float) -> FrameMemConfig:
 
 PRESETS = {
     "tiny": _tiny,
-    # TI2V-5B: 16x spatial / 4x temporal VAE with 48 channels, a 3072-wide DiT, 24 fps.
-    "wan2.2-ti2v-5b": lambda: _wan("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 24.0),
-    # A14B: the 8x VAE with 16 channels, a 5120-wide DiT, 16 fps.
-    "wan-14b": lambda: _wan("wan-14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 16.0),
+    # TI2V-5B: 16x spatial / 4x temporal VAE with 48 channels, a 3072-wide DiT (24 heads x 128,
+    # 30 layers), 24 fps (Wan 2.2 configs).
+    "wan2.2-ti2v-5b": lambda: _wan(
+        "wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 24.0, (16, 4, 48),
+        dict(num_attention_heads=24, num_layers=30, ffn_dim=14336),
+    ),
+    # A14B (the high-noise expert, as in the paper): the Wan 2.1 VAE (8x spatial, 4x temporal,
+    # 16 channels), a 5120-wide DiT (40 heads x 128, 40 layers), 16 fps.
+    "wan-14b": lambda: _wan(
+        "wan-14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 16.0, (8, 4, 16),
+        dict(num_attention_heads=40, num_layers=40, ffn_dim=13824),
+    ),
 }
 
 

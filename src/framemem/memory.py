@@ -54,6 +54,12 @@ def memory_positions(token_grid: tuple[int, int, int], rate_thw: tuple[int, int,
     return grid.reshape(-1, 3)
 
 
+def memory_grid(token_grid: tuple[int, int, int], rate_thw: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Memory grid (Tm, Hm, Wm) φ returns for a post-patch token grid (T, H, W) at rate
+    (t, h, w): each axis padded up to a whole number of rate blocks."""
+    return tuple(ceil_div(n, r) for n, r in zip(token_grid, rate_thw))  # type: ignore[return-value]
+
+
 def _stride_plan(total: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """Factor 2-power strides (t, h, w) into stride-2 steps, all temporal steps first."""
     steps = []
@@ -163,7 +169,7 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
 
     def memory_grid(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Memory grid (Tm, Hm, Wm) the encoder really returns (padded)."""
-        return tuple(ceil_div(n, r) for n, r in zip(self.token_grid(latent_shape), self.rate_thw))  # type: ignore
+        return memory_grid(self.token_grid(latent_shape), self.rate_thw)
 
     def token_count(self, latent_shape: tuple[int, int, int]) -> int:
         """Memory tokens for a latent grid, without running the model (the padded count)."""

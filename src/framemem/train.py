@@ -125,8 +125,10 @@ class Trainer:
         if ckpt is None:
             return False
         state = json.loads((ckpt / STATE_FILE).read_text())
-        current = json.loads(json.dumps(self.config.to_dict()["model"]))
-        if state["config"]["model"] != current:
+        def model_numbers(config: FrameMemConfig) -> dict:  # fields added since default alike
+            return json.loads(json.dumps(config.to_dict()["model"]))
+
+        if model_numbers(FrameMemConfig.from_dict(state["config"])) != model_numbers(self.config):
             raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
         self.accelerator.load_state(str(ckpt))
         self.step, self.elapsed = state["step"], state["elapsed_seconds"]

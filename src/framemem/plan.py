@@ -1,0 +1,123 @@
+"""The context planner: tokens, attention cost and activation memory before any GPU hour.
+
+For a preset's DiT and codec at a resolution, fps and history length it counts, per
+memory rate and for FramePack's geometric schedule:
+
+* full-context tokens: every latent patch of the history (what plain attention would see);
+* memory tokens, ideal (full / rate, the paper's count) and padded (what φ really returns:
+  grids that do not divide are padded, `memory.memory_grid`);
+* attention FLOPs of one DiT forward over [memory ; section], section = the frames being
+  generated: 4·N²·D per layer (QKᵀ and A·V, 2 FLOPs per multiply-add);
+* activation memory of one training forward in bf16 with gradient checkpointing at batch
+  1: every block's input (L·N·D) plus one block recomputed in backward (≈ N·(12·D + 2·F),
+  F the feed-forward width; memory-efficient attention holds no N×N matrix). An estimate.
+
+Everything comes from the preset's numbers (`codecs.codec_geometry`); no weights are read.
+"""
+from __future__ import annotations
+
+import math
+
+from .codecs import codec_geometry
+from .config import FrameMemConfig, format_rate
+from .errors import FrameMemError
+from .memory import memory_grid
+
+PAPER_RATES = ((4, 4, 2), (2, 2, 2), (2, 2, 4), (2, 2, 1))
+BF16_BYTES = 2
+
+
+def framepack_tokens(token_grid: tuple[int, int, int], recent: int = 1, middle: int = 2) -> int:
+    """Tokens of FramePack's geometric schedule (Zhang & Agrawala, 2025) over a history's
+    post-patch token grid (T, H, W): the `recent` newest latent frames at the DiT's own
+    patch, the next `middle` at a 2× larger kernel in t, h and w, all older ones at 4×
+    (each level padded up to whole kernels)."""
+    t, h, w = token_grid
+    recent, middle = min(recent, t), min(middle, max(0, t - recent))
+    older = t - recent - middle
+    tokens = recent * h * w
+    tokens += math.prod(memory_grid((middle, h, w), (2, 2, 2))) if middle else 0
+    tokens += math.prod(memory_grid((older, h, w), (4, 4, 4))) if older else 0
+    return tokens
+
+
+def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: float,
+         rates=PAPER_RATES, section_seconds: float = 1.0) -> dict:
+    """Rows for the full context, each rate (h, w, t) and the FramePack schedule."""
+    mc = config.model
+    arch = mc.transformer
+    if not arch:
+        raise FrameMemError(f"preset {config.preset} has no DiT numbers to plan with")
+    if fps <= 0 or seconds <= 0 or section_seconds <= 0:
+        raise FrameMemError("fps, seconds and section seconds must be positive")
+    geometry = codec_geometry(mc)
+    _, ph, pw = arch["patch_size"]
+    unit_h, unit_w = geometry.spatial_factor * ph, geometry.spatial_factor * pw
+    if height % unit_h or width % unit_w:
+        raise FrameMemError(f"resolution {width}x{height} is not a multiple of codec x patch ({unit_w}x{unit_h})")
+    width_d = arch["num_attention_heads"] * arch["attention_head_dim"]
+    layers, ffn = arch["num_layers"], arch["ffn_dim"]
+
+    def tokens_of(frames: int) -> tuple[int, int, int]:
+        t, h, w = geometry.latent_shape(frames, height, width)
+        return t, h // ph, w // pw
+
+    history = tokens_of(int(round(seconds * fps)))
+    section = math.prod(tokens_of(max(1, int(round(section_seconds * fps)))))
+    full = math.prod(history)
+
+    def row(name: str, memory: int, ideal: float | None = None) -> dict:
+        n = memory + section
+        return {
+            "name": name, "memory_tokens": memory, "memory_tokens_ideal": ideal,
+            "ratio": full / memory, "sequence": n,
+            "attention_tflops": 4 * n * n * width_d * layers / 1e12,
+            "activation_gb": BF16_BYTES * n * (layers * width_d + 12 * width_d + 2 * ffn) / 1e9,
+        }
+
+    rows = [row("full context", full, full)]
+    for rate in rates:
+        rh, rw, rt = rate
+        padded = math.prod(memory_grid(history, (rt, rh, rw)))
+        rows.append(row(f"rate {format_rate(rate)}", padded, full / (rh * rw * rt)))
+    rows.append(row("FramePack schedule (1 + 2 frames, then 4x)", framepack_tokens(history)))
+    return {
+        "preset": config.preset, "resolution": f"{width}x{height}", "fps": fps, "seconds": seconds,
+        "section_seconds": section_seconds, "token_grid": list(history), "section_tokens": section,
+        "dit": {"width": width_d, "layers": layers, "ffn": ffn},
+        "codec": {"spatial": geometry.spatial_factor, "temporal": geometry.temporal_factor, "causal": geometry.causal},
+        "rows": rows,
+    }
+
+
+def format_plan(result: dict) -> str:
+    """The plan as a Markdown table (also readable in a terminal)."""
+    t, h, w = result["token_grid"]
+    lines = [
+        f"{result['preset']}: {result['seconds']:g} s of {result['resolution']} at {result['fps']:g} fps "
+        f"-> token grid {t} x {h} x {w} (codec x{result['codec']['spatial']} spatial, x{result['codec']['temporal']} "
+        f"temporal; patch 1x2x2); DiT {result['dit']['width']} wide, {result['dit']['layers']} layers; "
+        f"each forward adds a {result['section_seconds']:g} s section of {result['section_tokens']:,} tokens.",
+        "",
+        "| context | memory tokens (padded) | ideal count | full / memory | attention TFLOPs per forward | activation GB (train, bf16) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        ideal = f"{r['memory_tokens_ideal']:,.0f}" if r["memory_tokens_ideal"] is not None else "—"
+        lines.append(f"| {r['name']} | {r['memory_tokens']:,} | {ideal} | {r['ratio']:.1f}x | "
+                     f"{r['attention_tflops']:.1f} | {r['activation_gb']:.1f} |")
+    return "\n".join(lines)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'832x480' -> (height, width) = (480, 832)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise FrameMemError(f"resolution '{text}' is not WIDTHxHEIGHT, e.g. 832x480") from None
+    if width <= 0 or height <= 0:
+        raise FrameMemError(f"resolution '{text}' must be positive")
+    return height, width
+
+
+__all__ = ["plan", "format_plan", "framepack_tokens", "parse_resolution", "PAPER_RATES"]

@@ -1,0 +1,57 @@
+"""The context planner: the paper's worked example, and agreement with φ's real output."""
+import math
+
+import pytest
+import torch
+
+from framemem.cli import main
+from framemem.codecs import SpaceToDepthCodec
+from framemem.config import get_preset
+from framemem.memory import MemoryEncoder
+from framemem.plan import framepack_tokens, plan
+
+RATES = [(h, w, t) for h in (1, 2, 4, 8) for w in (1, 2, 4, 8) for t in (1, 2, 4, 8)]
+
+
+def test_paper_worked_example():
+    config = get_preset("wan-14b")  # 8x VAE, 2x2 patches
+    sixty = plan(config, 480, 832, 24, 60, rates=[(4, 4, 2)])
+    assert sixty["rows"][0]["memory_tokens"] == 561_600
+    twenty = plan(config, 480, 832, 24, 20, rates=[(4, 4, 2)])
+    full, rate = twenty["rows"][0], twenty["rows"][1]
+    assert full["memory_tokens"] == 187_200
+    assert rate["memory_tokens_ideal"] == 5_850 and rate["memory_tokens"] == 60 * 8 * 13
+    # FramePack: 1 frame at the patch, 2 at 2x (15 x 26), the other 117 at 4x (30 blocks of 8 x 13)
+    assert twenty["rows"][-1]["memory_tokens"] == 30 * 52 + 15 * 26 + 30 * 8 * 13
+    assert framepack_tokens((120, 30, 52)) == twenty["rows"][-1]["memory_tokens"]
+    # attention cost is quadratic in the sequence: memory + a 1 s section
+    n = rate["sequence"]
+    assert n == 6_240 + 6 * 30 * 52
+    assert rate["attention_tflops"] == pytest.approx(4 * n * n * 5120 * 40 / 1e12)
+
+
+def test_padded_counts_agree_with_the_encoders_real_output_for_every_rate():
+    config = get_preset("tiny")  # space-to-depth x4, patch 2: 8-pixel units
+    height, width, frames = 40, 56, 6  # token grid 6 x 5 x 7: nothing divides evenly
+    codec = SpaceToDepthCodec(4)
+    patch = torch.nn.Conv3d(48, 8, (1, 2, 2), stride=(1, 2, 2))
+    video = torch.rand(1, 3, frames, height, width) * 2 - 1
+    latents = codec.encode(video)
+    result = plan(config, height, width, config.model.fps, frames / config.model.fps, rates=RATES)
+    assert result["token_grid"] == [6, 5, 7]
+    for rate, row in zip(RATES, result["rows"][1:]):
+        encoder = MemoryEncoder(latent_channels=48, dit_width=8, rate=rate, widths=(4, 4, 4, 4), attention_heads=2)
+        with torch.no_grad():
+            memory = encoder(video, latents, codec, patch)
+        assert memory.tokens.shape[1] == row["memory_tokens"] == encoder.token_count(tuple(latents.shape[2:])), rate
+        assert row["memory_tokens_ideal"] == pytest.approx(6 * 5 * 7 / math.prod(rate))
+
+
+def test_plan_command_prints_the_table_and_rejects_bad_input(capsys, tmp_path):
+    assert main(["plan", "--model", "wan2.2-ti2v-5b", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| rate 4x4x2 | 1,680 | 1,462 |" in out and (tmp_path / "p.json").exists()
+    for bad in (["--resolution", "830x480"], ["--resolution", "wide"], ["--rate", "3x3x3"], ["--seconds", "-1"]):
+        assert main(["plan", "--model", "wan-14b", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("framemem: error:")
