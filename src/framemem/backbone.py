@@ -14,9 +14,6 @@ With no memory and targets at 0..T-1 this is exactly the stock forward (tested).
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import torch
 import torch.nn as nn
 from diffusers import WanTransformer3DModel
@@ -174,11 +171,14 @@ def build_transformer(model_config) -> WanTransformer3DModel:
         from .hub import load_pretrained
 
         transformer = load_pretrained(WanTransformer3DModel, model_config.transformer_path, "transformer")
+        def as_list(value):  # configs hold patch sizes as lists or tuples
+            return list(value) if isinstance(value, (list, tuple)) else [value]
+
         expected = {k: v for k, v in model_config.transformer.items() if k in ARCHITECTURE_KEYS}
-        found = {k: transformer.config[k] for k in expected}
-        if json.loads(json.dumps(found)) != json.loads(json.dumps(expected)):
-            differ = ", ".join(f"{k} {found[k]} (preset: {expected[k]})" for k in expected if list(np.atleast_1d(found[k])) != list(np.atleast_1d(expected[k])))
-            raise FrameMemError(f"{model_config.transformer_path}: these DiT weights do not fit the preset: {differ}")
+        differ = [k for k, v in expected.items() if as_list(transformer.config[k]) != as_list(v)]
+        if differ:
+            text = ", ".join(f"{k} {transformer.config[k]} (preset: {expected[k]})" for k in differ)
+            raise FrameMemError(f"{model_config.transformer_path}: these DiT weights do not fit the preset: {text}")
         return transformer
     kwargs = dict(model_config.transformer)
     kwargs["patch_size"] = tuple(kwargs.get("patch_size", (1, 2, 2)))

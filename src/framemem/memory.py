@@ -193,7 +193,8 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
         pad = [0, padded[2] - latent_shape[2], 0, padded[1] - latent_shape[1], 0, padded[0] - latent_shape[0]]
         out = 0
-        padded_latents = F.pad(latents, pad, mode="replicate") if any(pad) else latents
+        reads_latents = self.use_hr or hasattr(self, "patchifier")
+        padded_latents = F.pad(latents, pad, mode="replicate") if any(pad) and reads_latents else latents
         if hasattr(self, "patchifier"):
             out = self.patchifier(padded_latents)
         if self.use_hr:

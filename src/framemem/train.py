@@ -125,7 +125,8 @@ class Trainer:
         if ckpt is None:
             return False
         state = json.loads((ckpt / STATE_FILE).read_text())
-        def model_numbers(config: FrameMemConfig) -> dict:  # fields added since default alike
+
+        def model_numbers(config: FrameMemConfig) -> dict:  # fields added since then take their defaults
             return json.loads(json.dumps(config.to_dict()["model"]))
 
         if model_numbers(FrameMemConfig.from_dict(state["config"])) != model_numbers(self.config):
