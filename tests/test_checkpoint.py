@@ -41,7 +41,7 @@ def test_save_is_atomic_and_replaces(config, tmp_path):
     assert next(loaded.dit.parameters()).dtype == torch.float32
 
 
-@pytest.mark.parametrize("variant", ["only_lr", "without_lr", "large_patchifier"])
+@pytest.mark.parametrize("variant", ["only_lr", "without_lr", "large_patchifier", "framepack"])
 def test_every_variant_round_trips(config, tmp_path, variant):
     model = FrameMem.build(config, variant).eval()
     if variant == "without_lr":

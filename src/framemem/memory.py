@@ -36,7 +36,7 @@ VARIANTS = ("proposed", "only_lr", "without_lr", "large_patchifier")
 class MemoryTokens:
     tokens: torch.Tensor  # (B, N, D)
     positions: torch.Tensor  # (N, 3) float (t, h, w) in post-patch latent-grid units
-    grid: tuple[int, int, int]  # (Tm, Hm, Wm), N = Tm·Hm·Wm
+    grid: tuple[int, int, int] | None  # (Tm, Hm, Wm) with N = Tm·Hm·Wm; None for FramePack's levels
 
 
 def axis_centres(size: int, rate: int) -> torch.Tensor:
@@ -58,6 +58,18 @@ def memory_grid(token_grid: tuple[int, int, int], rate_thw: tuple[int, int, int]
     """Memory grid (Tm, Hm, Wm) φ returns for a post-patch token grid (T, H, W) at rate
     (t, h, w): each axis padded up to a whole number of rate blocks."""
     return tuple(ceil_div(n, r) for n, r in zip(token_grid, rate_thw))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def init_patchifier(conv: nn.Conv3d, patch_embedding: nn.Conv3d, repeats: tuple[int, int, int]) -> None:
+    """FramePack's initialisation of a larger patchifier: the DiT's patch-embedding weight
+    repeated (t, h, w) times over the larger kernel and divided by the number of repeats, so
+    that at start it embeds the block-averaged latents exactly as the DiT embeds a patch."""
+    weight = patch_embedding.weight
+    for axis, r in zip((2, 3, 4), repeats):
+        weight = weight.repeat_interleave(r, axis)
+    conv.weight.copy_(weight / math.prod(repeats))
+    conv.bias.copy_(patch_embedding.bias)
 
 
 def _stride_plan(total: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -150,17 +162,10 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    @torch.no_grad()
     def init_from_patch_embedding(self, patch_embedding: nn.Conv3d) -> None:
-        """FramePack's initialisation of a larger patchifier: the DiT's patch-embedding weight
-        repeated over the larger kernel and divided by the number of repeats, so that at
-        start it embeds the block-averaged latents exactly as the DiT embeds a patch."""
-        if not hasattr(self, "patchifier"):
-            return
-        repeats = self.rate_thw
-        weight = patch_embedding.weight.repeat_interleave(repeats[0], 2).repeat_interleave(repeats[1], 3)
-        self.patchifier.weight.copy_(weight.repeat_interleave(repeats[2], 4) / math.prod(repeats))
-        self.patchifier.bias.copy_(patch_embedding.bias)
+        """Initialise a large patchifier from the DiT's patch embedding (`init_patchifier`)."""
+        if hasattr(self, "patchifier"):
+            init_patchifier(self.patchifier, patch_embedding, self.rate_thw)
 
     # ---- geometry -------------------------------------------------------------------
     def token_grid(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -174,6 +179,15 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
     def token_count(self, latent_shape: tuple[int, int, int]) -> int:
         """Memory tokens for a latent grid, without running the model (the padded count)."""
         return math.prod(self.memory_grid(latent_shape))
+
+    def ideal_token_count(self, latent_shape: tuple[int, int, int]) -> float:
+        """The paper's idealised count: full-context tokens / rate."""
+        return math.prod(self.token_grid(latent_shape)) / math.prod(self.rate_thw)
+
+    @property
+    def block_frames(self) -> int:
+        """Latent frames of one temporal block: the shortest history, and the unit of appends."""
+        return self.rate_thw[0] * self.patch[0]
 
     # ---- forward --------------------------------------------------------------------
     def forward(
@@ -222,20 +236,3 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         if tuple(tokens.shape[2:]) != tuple(grid):  # causal VAEs: align time to the memory grid
             tokens = F.interpolate(tokens, size=grid, mode="nearest")
         return tokens
-
-
-def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant="proposed",
-                         patch_embedding: nn.Conv3d | None = None) -> MemoryEncoder:
-    """A fresh φ for a preset; `patch_embedding` (the DiT's) initialises a large patchifier."""
-    encoder = MemoryEncoder(
-        latent_channels=latent_channels,
-        dit_width=dit_width,
-        patch_size=tuple(patch),
-        rate=tuple(model_config.rate),
-        widths=tuple(model_config.encoder_widths),
-        attention_heads=model_config.encoder_attention_heads,
-        variant=variant,
-    )
-    if patch_embedding is not None:
-        encoder.init_from_patch_embedding(patch_embedding)
-    return encoder

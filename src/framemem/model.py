@@ -23,7 +23,11 @@ from .backbone import MemoryDiT, build_transformer
 from .codecs import LatentCodec, build_codec, check_divisible
 from .config import FrameMemConfig
 from .errors import FrameMemError
-from .memory import MemoryEncoder, MemoryTokens, build_memory_encoder
+from .framepack import FramePackEncoder
+from .memory import VARIANTS as ENCODER_VARIANTS
+from .memory import MemoryEncoder, MemoryTokens
+
+VARIANTS = ENCODER_VARIANTS + ("framepack",)
 
 
 class FrameMem(nn.Module):
@@ -64,9 +68,9 @@ class FrameMem(nn.Module):
         """Full-context tokens (every latent patch) vs memory tokens (padded and ideal)."""
         latent = self.latent_shape(frames, height, width)
         grid = self.encoder.token_grid(latent)
-        rt, rh, rw = self.encoder.rate_thw
         full = grid[0] * grid[1] * grid[2]
-        return {"full_context": full, "memory": self.encoder.token_count(latent), "memory_ideal": full / (rt * rh * rw)}
+        return {"full_context": full, "memory": self.encoder.token_count(latent),
+                "memory_ideal": self.encoder.ideal_token_count(latent)}
 
     # ---- memory -----------------------------------------------------------------------
     def encode_history(self, video: torch.Tensor) -> tuple[torch.Tensor, MemoryTokens]:
@@ -118,9 +122,7 @@ class FrameMem(nn.Module):
                 transformer.load_lora_adapter(
                     str(path / "transformer_lora"), prefix=None, weight_name="pytorch_lora_weights.safetensors"
                 )
-            encoder = MemoryEncoder.from_config(MemoryEncoder.load_config(path / "memory_encoder"))
-            if any(True for _ in encoder.parameters()):  # only_lr has no weights of its own
-                encoder = MemoryEncoder.from_pretrained(path / "memory_encoder", torch_dtype=torch.float32)
+            encoder = load_memory_encoder(path / "memory_encoder")
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
@@ -128,6 +130,40 @@ class FrameMem(nn.Module):
             raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder).eval()
+
+
+def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant: str = "proposed",
+                         patch_embedding: nn.Conv3d | None = None) -> MemoryEncoder | FramePackEncoder:
+    """A fresh φ (or a FramePack peer) for a preset; `patch_embedding` (the DiT's)
+    initialises larger patchifiers FramePack's way."""
+    if variant not in VARIANTS:
+        raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
+    if variant == "framepack":
+        encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch))
+    else:
+        encoder = MemoryEncoder(
+            latent_channels=latent_channels,
+            dit_width=dit_width,
+            patch_size=tuple(patch),
+            rate=tuple(model_config.rate),
+            widths=tuple(model_config.encoder_widths),
+            attention_heads=model_config.encoder_attention_heads,
+            variant=variant,
+        )
+    if patch_embedding is not None:
+        encoder.init_from_patch_embedding(patch_embedding)
+    return encoder
+
+
+def load_memory_encoder(folder: Path) -> MemoryEncoder | FramePackEncoder:
+    """The encoder class named in the folder's config; one without weights of its own
+    (only_lr) is built from its config alone."""
+    config = MemoryEncoder.load_config(folder)
+    cls = FramePackEncoder if config.get("variant") == "framepack" else MemoryEncoder
+    encoder = cls.from_config(config)
+    if any(True for _ in encoder.parameters()):
+        encoder = cls.from_pretrained(folder, torch_dtype=torch.float32)
+    return encoder
 
 
 def _save_module(module, path: Path, dtype: torch.dtype | None) -> None:

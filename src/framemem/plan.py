@@ -21,24 +21,11 @@ import math
 from .codecs import codec_geometry
 from .config import FrameMemConfig, format_rate
 from .errors import FrameMemError
+from .framepack import framepack_tokens
 from .memory import memory_grid
 
 PAPER_RATES = ((4, 4, 2), (2, 2, 2), (2, 2, 4), (2, 2, 1))
 BF16_BYTES = 2
-
-
-def framepack_tokens(token_grid: tuple[int, int, int], recent: int = 1, middle: int = 2) -> int:
-    """Tokens of FramePack's geometric schedule (Zhang & Agrawala, 2025) over a history's
-    post-patch token grid (T, H, W): the `recent` newest latent frames at the DiT's own
-    patch, the next `middle` at a 2× larger kernel in t, h and w, all older ones at 4×
-    (each level padded up to whole kernels)."""
-    t, h, w = token_grid
-    recent, middle = min(recent, t), min(middle, max(0, t - recent))
-    older = t - recent - middle
-    tokens = recent * h * w
-    tokens += math.prod(memory_grid((middle, h, w), (2, 2, 2))) if middle else 0
-    tokens += math.prod(memory_grid((older, h, w), (4, 4, 4))) if older else 0
-    return tokens
 
 
 def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: float,

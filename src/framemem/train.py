@@ -225,7 +225,7 @@ def history_lengths(model: FrameMem, full: int, minimum: float | None) -> list[i
     `minimum` frames up to `full` (only `full` when `minimum` is None)."""
     if not minimum:
         return [full]
-    block = model.encoder.rate_thw[0] * model.dit.patch_size[0]
+    block = model.encoder.block_frames
     latent_full = model.codec.latent_frames(full)
     lengths = [model.codec.pixel_frames(n) for n in range(block, latent_full + 1, block)]
     return [n for n in lengths if n >= minimum] or [full]
