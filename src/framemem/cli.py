@@ -1,4 +1,4 @@
-"""`framemem` command line: pretrain, retrieve, demo, plan, info.
+"""`framemem` command line: pretrain, retrieve, demo, bench, plan, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -126,6 +126,25 @@ def cmd_plan(args) -> None:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
 
+def cmd_bench(args) -> None:
+    import dataclasses
+
+    from .bench import QUICK, Budget, retrieval_table
+    from .bench_report import orderings
+
+    budget = dataclasses.replace(QUICK if args.quick else Budget())
+    if args.steps:
+        budget.steps = args.steps
+    if args.seeds:
+        budget.seeds = tuple(args.seeds)
+    result = retrieval_table(budget, Path(args.runs), Path(args.out))
+    for r in result["records"]:
+        print(f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
+              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
+    print("\n".join(orderings(result["records"])))
+    print(f"wrote {args.out}.md, .json, -tokens.png, -grid.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framemem", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -169,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=4, help="how many random times to retrieve")
     p.add_argument("--steps", type=int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks: `bench retrieval` is the paper's Table 1 at small scale")
+    p.add_argument("what", choices=["retrieval"])
+    p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
+    p.add_argument("--steps", type=int, help="training steps per run (default 400)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
+    p.add_argument("--runs", default="runs/table1", help="run folders (an interrupted benchmark resumes)")
+    p.add_argument("--out", default="docs/table1", help="writes OUT.md, OUT.json, OUT-tokens.png, OUT-grid.png")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
     p.add_argument("--model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")

