@@ -122,7 +122,8 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
         write_video(out / "history.mp4", array, mc.fps)
     duration = len(frames) / mc.fps
     rng = np.random.default_rng(seed)
-    times = sorted(round(float(t), 2) for t in rng.uniform(0, duration - 1 / mc.fps, size=count))
+    frame_indices = rng.choice(len(frames), size=min(count, len(frames)), replace=False)  # distinct frames
+    times = sorted(round(float(i) / mc.fps, 2) for i in frame_indices)
     print(f"history: {source}")
     counts = model.token_counts(len(frames), mc.height, mc.width)
     print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
