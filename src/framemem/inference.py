@@ -32,6 +32,12 @@ def time_label(seconds: float) -> str:
     return f"{seconds:.2f}"
 
 
+def random_times(frames: int, fps: float, count: int, rng: np.random.Generator) -> list[float]:
+    """Sorted times (seconds) of `count` distinct random frames of a `frames`-frame history."""
+    indices = rng.choice(frames, size=min(count, frames), replace=False)
+    return sorted(round(float(i) / fps, 2) for i in indices)
+
+
 def check_history(model: FrameMem, frames: torch.Tensor, source: str) -> None:
     """A history must fit the codec × patch grid and hold one temporal stride of φ."""
     t, h, w, _ = frames.shape
@@ -122,8 +128,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
         write_video(out / "history.mp4", array, mc.fps)
     duration = len(frames) / mc.fps
     rng = np.random.default_rng(seed)
-    frame_indices = rng.choice(len(frames), size=min(count, len(frames)), replace=False)  # distinct frames
-    times = sorted(round(float(i) / mc.fps, 2) for i in frame_indices)
+    times = random_times(len(frames), mc.fps, count, rng)
     print(f"history: {source}")
     counts = model.token_counts(len(frames), mc.height, mc.width)
     print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
