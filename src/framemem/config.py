@@ -49,6 +49,8 @@ class ModelConfig:
         rate: memory compression (h, w, t) on top of latent and patchifier.
         encoder_widths: HR-branch Conv3d channels; the paper uses 64,128,256,512.
         encoder_attention_heads: heads of the attention block at the last width.
+        encoder_chunk_blocks: φ encodes this many memory frames at a time (bounded peak
+            memory for long histories, same result); None: all at once.
         lora_rank: LoRA rank on the DiT; None trains the DiT fully.
     """
 
@@ -67,6 +69,7 @@ class ModelConfig:
     rate: tuple[int, int, int] = (4, 4, 2)
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
     encoder_attention_heads: int = 8
+    encoder_chunk_blocks: int | None = None
     lora_rank: int | None = 128
     text_tokens: int = 1
 
@@ -218,6 +221,7 @@ def _wan(preset: str, hub_id: str, fps: float, vae: tuple[int, int, int], dit: d
         rate=(4, 4, 2),
         encoder_widths=(64, 128, 256, 512),
         encoder_attention_heads=8,
+        encoder_chunk_blocks=8,
         lora_rank=128,
         text_tokens=512,
     )

@@ -83,9 +83,17 @@ class FramePackEncoder(ModelMixin, ConfigMixin):
         return self.patch[0]
 
     def forward(self, video: torch.Tensor, latents: torch.Tensor, codec: LatentCodec,
-                patch_embedding: nn.Conv3d) -> MemoryTokens:
-        """latents (B, C, T', H', W') -> tokens (B, N, D), positions (N, 3); `video`, `codec`
-        and `patch_embedding` are unused (φ's signature)."""
+                patch_embedding: nn.Conv3d, chunk_blocks: int | None = None) -> MemoryTokens:
+        """φ's signature; only `latents` (B, C, T', H', W') is read."""
+        return self.encode_latents(latents, None, patch_embedding)
+
+    def low_res_latents(self, video: torch.Tensor, codec: LatentCodec, latent_shape) -> None:
+        return None  # no low-resolution branch
+
+    def encode_latents(self, latents: torch.Tensor, low_res: None, patch_embedding: nn.Conv3d,
+                       chunk_blocks: int | None = None) -> MemoryTokens:
+        """latents (B, C, T', H', W') -> tokens (B, N, D), positions (N, 3). Each segment
+        is patchified on its own, so there is nothing to chunk: `chunk_blocks` is unused."""
         t, h, w = self.token_grid(tuple(latents.shape[2:]))
         pt, ph, pw = self.patch
         tokens, positions = [], []

@@ -191,48 +191,74 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
 
     # ---- forward --------------------------------------------------------------------
     def forward(
-        self, video: torch.Tensor, latents: torch.Tensor, codec: LatentCodec, patch_embedding: nn.Conv3d
+        self, video: torch.Tensor, latents: torch.Tensor, codec: LatentCodec, patch_embedding: nn.Conv3d,
+        chunk_blocks: int | None = None,
     ) -> MemoryTokens:
-        """Compress a history.
+        """Compress a history given as pixels and their latents.
 
         Args:
             video: (B, 3, T, H, W) pixels in [-1, 1] (used by the LR branch).
             latents: (B, C, T', H', W') codec latents of `video` (used by the HR branch).
             codec: the latent codec; patch_embedding: the DiT's patchifier.
+            chunk_blocks: encode this many memory frames at a time (bounded peak memory,
+                same result); None encodes the whole history at once.
         Returns:
             MemoryTokens with tokens (B, N, D) and positions (N, 3).
         """
-        latent_shape = tuple(latents.shape[2:])
-        grid = self.memory_grid(latent_shape)
-        padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
-        pad = [0, padded[2] - latent_shape[2], 0, padded[1] - latent_shape[1], 0, padded[0] - latent_shape[0]]
-        out = 0
-        reads_latents = self.use_hr or hasattr(self, "patchifier")
-        padded_latents = F.pad(latents, pad, mode="replicate") if any(pad) and reads_latents else latents
-        if hasattr(self, "patchifier"):
-            out = self.patchifier(padded_latents)
-        if self.use_hr:
-            hr = self.attention(self.convs(padded_latents))
-            out = self.proj_out(F.silu(self.norm_out(hr)))
-        if self.use_lr:
-            out = out + self._lr_branch(video, codec, patch_embedding, grid, padded)
-        tokens = out.flatten(2).transpose(1, 2)
-        positions = memory_positions(self.token_grid(latent_shape), self.rate_thw).to(tokens.device)
-        return MemoryTokens(tokens, positions, grid)
+        low_res = self.low_res_latents(video, codec, tuple(latents.shape[2:]))
+        return self.encode_latents(latents, low_res, patch_embedding, chunk_blocks)
 
-    def _lr_branch(self, video, codec, patch_embedding, grid, padded_latent) -> torch.Tensor:
-        """(B, D, Tm, Hm, Wm): pixels padded like the latents, downsampled by the rate,
-        encoded, patch-embedded."""
+    def low_res_latents(self, video: torch.Tensor, codec: LatentCodec, latent_shape) -> torch.Tensor | None:
+        """The LR branch's input (None without one): pixels padded like the latents, area-
+        downsampled by the rate, encoded: (B, C, Tm·patch_t, H'p/rh, W'p/rw), where H'p, W'p
+        are the padded latent sizes. `framemem cache` stores it beside the latents."""
+        if not self.use_lr:
+            return None
+        grid = self.memory_grid(tuple(latent_shape))
+        padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
         rt, rh, rw = self.rate_thw
         f = codec.spatial_factor
-        t_pix = codec.pixel_frames(padded_latent[0])
-        h_pix, w_pix = padded_latent[1] * f, padded_latent[2] * f
+        t_pix, h_pix, w_pix = codec.pixel_frames(padded[0]), padded[1] * f, padded[2] * f
         _, _, t, h, w = video.shape
         if (t_pix, h_pix, w_pix) != (t, h, w):
             video = F.pad(video, [0, w_pix - w, 0, h_pix - h, 0, t_pix - t], mode="replicate")
         size = (codec.pixel_frames(grid[0] * self.patch[0]), h_pix // rh, w_pix // rw)
-        low = F.interpolate(video, size=size, mode="area")
-        tokens = patch_embedding(codec.encode(low))
-        if tuple(tokens.shape[2:]) != tuple(grid):  # causal VAEs: align time to the memory grid
-            tokens = F.interpolate(tokens, size=grid, mode="nearest")
-        return tokens
+        return codec.encode(F.interpolate(video, size=size, mode="area"))
+
+    def encode_latents(
+        self, latents: torch.Tensor, low_res: torch.Tensor | None, patch_embedding: nn.Conv3d,
+        chunk_blocks: int | None = None,
+    ) -> MemoryTokens:
+        """Compress a history given as latents (B, C, T', H', W') and `low_res_latents`
+        (as read from a cache); `chunk_blocks` as in `forward`."""
+        latent_shape = tuple(latents.shape[2:])
+        grid = self.memory_grid(latent_shape)
+        padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))
+        pad = [0, padded[2] - latent_shape[2], 0, padded[1] - latent_shape[1], 0, padded[0] - latent_shape[0]]
+        if any(pad) and (self.use_hr or hasattr(self, "patchifier")):
+            latents = F.pad(latents, pad, mode="replicate")
+        if low_res is not None and low_res.shape[2] != grid[0] * self.patch[0]:
+            raise FrameMemError(f"low-resolution latents have {low_res.shape[2]} frames, φ expects {grid[0] * self.patch[0]}")
+        step = chunk_blocks or grid[0]
+        block, lr_block = self.block_frames, self.patch[0]
+        chunks = [
+            self._encode_blocks(latents[:, :, i * block : (i + step) * block],
+                                None if low_res is None else low_res[:, :, i * lr_block : (i + step) * lr_block],
+                                patch_embedding)
+            for i in range(0, grid[0], step)
+        ]
+        tokens = torch.cat(chunks, dim=2).flatten(2).transpose(1, 2)
+        positions = memory_positions(self.token_grid(latent_shape), self.rate_thw).to(tokens.device)
+        return MemoryTokens(tokens, positions, grid)
+
+    def _encode_blocks(self, latents, low_res, patch_embedding) -> torch.Tensor:
+        """Whole, padded temporal blocks -> (B, D, tm, Hm, Wm)."""
+        out = 0
+        if hasattr(self, "patchifier"):
+            out = self.patchifier(latents)
+        if self.use_hr:
+            hr = self.attention(self.convs(latents))
+            out = self.proj_out(F.silu(self.norm_out(hr)))
+        if low_res is not None:
+            out = out + patch_embedding(low_res)
+        return out

@@ -72,10 +72,20 @@ class FrameMem(nn.Module):
                 "memory_ideal": self.encoder.ideal_token_count(latent)}
 
     # ---- memory -----------------------------------------------------------------------
-    def encode_history(self, video: torch.Tensor) -> tuple[torch.Tensor, MemoryTokens]:
-        """video (B, 3, T, H, W) in [-1, 1] -> latents (B, C, T', H', W') and memory tokens."""
+    def history_latents(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """video (B, 3, T, H, W) in [-1, 1] -> latents (B, C, T', H', W') and the input of
+        φ's LR branch (`MemoryEncoder.low_res_latents`; None without one): what a cache stores."""
         latents = self.codec.encode(video)
-        return latents, self.encoder(video, latents, self.codec, self.dit.patch_embedding)
+        return latents, self.encoder.low_res_latents(video, self.codec, tuple(latents.shape[2:]))
+
+    def encode_history(self, history) -> tuple[torch.Tensor, MemoryTokens]:
+        """history: pixels (B, 3, T, H, W) in [-1, 1], or (latents, low_res) read from a
+        cache -> latents (B, C, T', H', W') and memory tokens, encoded in chunks of
+        `model.encoder_chunk_blocks` memory frames when set."""
+        latents, low_res = self.history_latents(history) if torch.is_tensor(history) else history
+        memory = self.encoder.encode_latents(latents, low_res, self.dit.patch_embedding,
+                                             self.config.model.encoder_chunk_blocks)
+        return latents, memory
 
     # ---- persistence ------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:

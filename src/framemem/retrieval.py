@@ -44,7 +44,8 @@ def retrieval_loss(model, video: torch.Tensor, train_config, generator: torch.Ge
     """One stage-1 loss on a batch of histories.
 
     Args:
-        model: FrameMem. video: (B, 3, T, H, W) clean histories in [-1, 1].
+        model: FrameMem. video: (B, 3, T, H, W) clean histories in [-1, 1], or their
+            (latents, low_res) from a cache (`FrameMem.encode_history`).
         generator: the step's generator (Ω, t and ε all come from it: resumable exactly).
     Returns:
         scalar flow loss on the target tokens only.

@@ -76,14 +76,19 @@ class Trainer:
         groups = self._param_groups(model)
         self.trainable = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=self.tc.weight_decay, betas=(0.9, 0.99))
-        scheduler = get_scheduler(
-            "cosine", optimizer, num_warmup_steps=self.tc.warmup_steps, num_training_steps=self.tc.steps
-        )
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = self._scheduler(0)
         self.ema = EMAModel(self.trainable, decay=self.tc.ema_decay) if self.tc.ema_decay else None
         if self.ema is not None:
             self.accelerator.register_for_checkpointing(self.ema)
         self.step, self.elapsed = 0, 0.0
+
+    def _scheduler(self, step: int):
+        """Warm-up then cosine decay, positioned at optimizer step `step`. Not handed to
+        Accelerate, which would step it once per process and tie the schedule (and every
+        checkpoint) to the number of processes; it is rebuilt from the step on resume."""
+        return get_scheduler("cosine", self.optimizer, num_warmup_steps=self.tc.warmup_steps,
+                             num_training_steps=self.tc.steps, last_epoch=step - 1)
 
     def _param_groups(self, model: FrameMem) -> list[dict]:
         """DiT, its query/key norm gains (no decay, own lr scale) and φ (own lr)."""
@@ -133,6 +138,7 @@ class Trainer:
             raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
         self.accelerator.load_state(str(ckpt))
         self.step, self.elapsed = state["step"], state["elapsed_seconds"]
+        self.scheduler = self._scheduler(self.step)
         self._trim_log()
         log.info("resumed from %s (step %d)", ckpt, self.step)
         return True
@@ -240,8 +246,13 @@ def pretrain(
     resume: bool = False,
     max_minutes: float | None = None,
     export_dtype: torch.dtype | None = None,
+    cache: str | Path | None = None,
 ) -> Trainer:
-    """Stage-1 retrieval pretraining; returns the trainer after exporting `run_dir/model`."""
+    """Stage-1 retrieval pretraining; returns the trainer after exporting `run_dir/model`.
+
+    Histories come from `cache` (a `framemem cache` folder: latents, no decoding) when
+    given; otherwise from the procedural generator mixed with the videos of `data`."""
+    from .cache import CachedHistories
     from .data import HistorySampler, heldout_videos
     from .retrieval import memory_diagnostics, retrieval_loss
     from .video import VideoDataset
@@ -258,12 +269,18 @@ def pretrain(
     sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool)
     heldout = heldout_videos(mc, count=2, real=heldout_real)
     lengths = history_lengths(model, mc.history_frames, tc.history_seconds_min and tc.history_seconds_min * mc.fps)
+    cached = CachedHistories(cache, config, model.encoder.block_frames) if cache is not None else None
 
     def make_batch(rng):
-        return sampler.batch(rng, tc.batch_size, lengths[rng.integers(len(lengths))])
+        frames = lengths[rng.integers(len(lengths))]
+        if cached is not None:
+            return cached.batch(rng, tc.batch_size, model.codec.latent_frames(frames))
+        return sampler.batch(rng, tc.batch_size, frames)
 
-    def objective(m, video, generator):
-        return retrieval_loss(m, video.to(next(m.parameters()).device), tc, generator)
+    def objective(m, history, generator):
+        device = next(m.parameters()).device
+        history = history.to(device) if torch.is_tensor(history) else tuple(h.to(device) for h in history)
+        return retrieval_loss(m, history, tc, generator)
 
     def evaluate(m):
         return memory_diagnostics(m, [v.to(next(m.parameters()).device) for v in heldout])

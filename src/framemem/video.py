@@ -88,6 +88,20 @@ def read_video(path: str | Path, fps: float, height: int, width: int, max_frames
     return np.stack(frames)
 
 
+def video_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of a file's first video stream, without decoding it."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameMemError(f"{path}: no video stream")
+            context = container.streams.video[0].codec_context
+            if not context.height or not context.width:
+                raise FrameMemError(f"{path}: video stream has no frame size")
+            return context.height, context.width
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise FrameMemError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
+
+
 def load_frames(path: str | Path, fps: float, height: int, width: int) -> torch.Tensor:
     """A whole video, preprocessed exactly like training data: uint8 (T, height, width, 3)."""
     return torch.from_numpy(np.ascontiguousarray(center_crop(read_video(path, fps, height, width), height, width)))

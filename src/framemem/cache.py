@@ -1,0 +1,237 @@
+"""`framemem cache`: run the codec once over a video collection, train from latents after.
+
+For every video: decode at the preset's fps, resize to cover and centre-crop to its
+aspect bucket (the preset's frame for landscape sources, the same frame turned on its
+side for portrait ones, like the paper's Shorts), then store the full-resolution latents
+and the low-resolution latents of φ's LR branch. Captions from a sidecar `.txt` are kept
+in the manifest (caption embeddings arrive with the stage-2 text encoders).
+
+Layout:
+    CACHE/manifest.json          preset, the numbers the latents depend on, buckets, videos
+    CACHE/shards/*.safetensors   "{id}/latents" (C, T', H', W'), "{id}/low_res" (C, T'', h, w)
+    CACHE/progress/rank-R.jsonl  one line per finished (or skipped) video: resumable
+
+Under `accelerate launch` / `torchrun`, each process takes the unfinished videos
+`[rank::world]`: none twice, none missed; rank 0 writes the manifest at the end.
+A shard is renamed into place before its videos are marked done, so a kill loses
+at most the shard being filled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .config import FrameMemConfig
+from .errors import FrameMemError
+
+log = logging.getLogger("framemem")
+MANIFEST = "manifest.json"
+
+
+def cache_key(config: FrameMemConfig) -> dict:
+    """The preset numbers that decide the cached tensors; a cache only serves a config
+    with the same key."""
+    mc = config.model
+    return {"codec": mc.codec, "codec_factor": mc.codec_factor, "codec_temporal_factor": mc.codec_temporal_factor,
+            "codec_channels": mc.codec_channels, "codec_scale": mc.codec_scale,
+            "fps": mc.fps, "height": mc.height, "width": mc.width, "rate": list(mc.rate),
+            "patch_size": list(mc.transformer.get("patch_size", (1, 2, 2)))}
+
+
+def buckets(config: FrameMemConfig) -> dict[str, tuple[int, int]]:
+    """Aspect buckets {name: (height, width)}: the preset's frame and its portrait twin."""
+    h, w = config.model.height, config.model.width
+    return {f"{h}x{w}": (h, w)} if h == w else {"landscape": (min(h, w), max(h, w)), "portrait": (max(h, w), min(h, w))}
+
+
+def pick_bucket(size: tuple[int, int], choices: dict[str, tuple[int, int]]) -> str:
+    """The bucket whose aspect ratio is nearest (in log ratio) to a source of (height, width)."""
+    aspect = np.log(size[0] / size[1])
+    return min(choices, key=lambda name: abs(np.log(choices[name][0] / choices[name][1]) - aspect))
+
+
+def video_id(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _done(out: Path) -> dict[str, dict]:
+    """Every finished or skipped video recorded by any rank, by source path."""
+    records = {}
+    for part in sorted((out / "progress").glob("rank-*.jsonl")):
+        for line in part.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                records[entry["source"]] = entry
+    return records
+
+
+def check_cache(path: str | Path, config: FrameMemConfig) -> dict:
+    """The manifest of a finished cache, after checking it was written for `config`."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise FrameMemError(f"{path}: not a finished framemem cache (no {MANIFEST}); run `framemem cache` first")
+    manifest = json.loads((path / MANIFEST).read_text())
+    key = cache_key(config)
+    if manifest["key"] != key:
+        diff = ", ".join(f"{k} {manifest['key'].get(k)} != {v}" for k, v in key.items() if manifest["key"].get(k) != v)
+        raise FrameMemError(f"{path}: cache was written for preset '{manifest['preset']}', not this one ({diff})")
+    return manifest
+
+
+def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: float | None = None,
+                shard_videos: int = 16, device: str | None = None) -> dict:
+    """Cache every video of `source` (folder, .jsonl manifest, or list of them) into `out`.
+
+    Runs as one process or as every rank of a distributed launch; returns the manifest
+    (on every rank, after rank 0 wrote it).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    from .codecs import build_codec
+    from .memory import MemoryEncoder
+    from .video import center_crop, list_videos, read_video, video_size
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / "progress").mkdir(exist_ok=True)
+    key = cache_key(config)
+    header = out / "key.json"
+    if header.is_file() and json.loads(header.read_text())["key"] != key:
+        raise FrameMemError(f"{out}: holds a cache for another preset; choose a new folder")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json_atomic(header, {"preset": config.preset, "key": key})
+
+    sources = source if isinstance(source, (list, tuple)) else [source]
+    files = sorted({p.resolve() for s in sources for p in list_videos(s)})
+    if not files:
+        raise FrameMemError(f"{', '.join(map(str, sources))}: no video files found")
+    finished = _done(out)
+    todo = [p for p in files if str(p) not in finished][rank::world]
+
+    mc = config.model
+    codec = build_codec(mc).to(accelerator.device)
+    geometry = MemoryEncoder(latent_channels=codec.channels, dit_width=1, patch_size=tuple(key["patch_size"]),
+                             rate=tuple(mc.rate), variant="only_lr")  # no weights: φ's geometry only
+    choices = buckets(config)
+    max_frames = int(round((max_seconds or 3 * mc.seconds) * mc.fps))
+    progress_file = out / "progress" / f"rank-{rank}.jsonl"
+    tensors, pending = {}, []
+
+    def flush():
+        if not pending:
+            return
+        shard = f"{rank:03d}-{uuid.uuid4().hex[:12]}.safetensors"
+        if tensors:
+            tmp = out / "shards" / f".{shard}.tmp"
+            save_file(tensors, str(tmp))
+            os.replace(tmp, out / "shards" / shard)
+        with open(progress_file, "a") as f:
+            for entry in pending:
+                f.write(json.dumps({**entry, "shard": shard} if "id" in entry else entry) + "\n")
+        tensors.clear()
+        pending.clear()
+
+    for path in tqdm(todo, desc=f"cache (rank {rank})", disable=not todo):
+        try:
+            bucket = pick_bucket(video_size(path), choices)
+            height, width = choices[bucket]
+            frames = center_crop(read_video(path, mc.fps, height, width, max_frames), height, width)
+        except FrameMemError as err:
+            log.warning("skipping: %s", err)
+            pending.append({"source": str(path), "skipped": str(err)})
+            continue
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        frames_used = codec.pixel_frames(codec.latent_frames(video.shape[2]))
+        video = video[:, :, :frames_used].to(accelerator.device)
+        with torch.no_grad():
+            latents = codec.encode(video)
+            low_res = geometry.low_res_latents(video, codec, tuple(latents.shape[2:]))
+        vid = video_id(path)
+        tensors[f"{vid}/latents"] = latents[0].cpu().contiguous()
+        tensors[f"{vid}/low_res"] = low_res[0].cpu().contiguous()
+        caption = path.with_suffix(".txt")
+        pending.append({"source": str(path), "id": vid, "bucket": bucket, "frames": frames_used,
+                        "latent_frames": latents.shape[2], "caption": caption.read_text().strip() if caption.is_file() else None})
+        if len(pending) >= shard_videos:
+            flush()
+    flush()
+
+    accelerator.wait_for_everyone()
+    counts = gather_object([len(todo)])
+    if accelerator.is_main_process:
+        records = _done(out)
+        videos = [r for r in records.values() if "id" in r]
+        skipped = {r["source"]: r["skipped"] for r in records.values() if "skipped" in r}
+        manifest = {"preset": config.preset, "key": key, "buckets": {k: list(v) for k, v in choices.items()},
+                    "videos": sorted(videos, key=lambda r: r["source"]), "skipped": skipped,
+                    "processed_per_rank": counts}
+        _write_json_atomic(out / MANIFEST, manifest)
+        log.info("cache %s: %d videos, %d skipped", out, len(videos), len(skipped))
+    accelerator.wait_for_everyone()
+    return json.loads((out / MANIFEST).read_text())
+
+
+class CachedHistories:
+    """Training histories read from a cache: (latents, low_res) windows of whole memory blocks.
+
+    A batch comes from one aspect bucket (drawn in proportion to its videos); each history
+    is a random window of `latent_frames` latent frames of a random video long enough for
+    it, starting on a block boundary (no flips: a flipped latent is not the latent of the
+    flipped video). When no video is long enough, the window shrinks to the longest.
+    """
+
+    def __init__(self, path: str | Path, config: FrameMemConfig, block_frames: int):
+        self.path = Path(path)
+        self.manifest = check_cache(self.path, config)
+        self.videos = self.manifest["videos"]
+        if not self.videos:
+            raise FrameMemError(f"{self.path}: cache holds no usable video")
+        self.block = block_frames
+        self.rate_t = config.model.rate[2]
+        self.by_bucket: dict[str, list[dict]] = {}
+        for video in self.videos:
+            self.by_bucket.setdefault(video["bucket"], []).append(video)
+
+    def _read(self, video: dict, start: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with safe_open(str(self.path / "shards" / video["shard"]), framework="pt") as f:
+            latents = f.get_slice(f"{video['id']}/latents")[:, start : start + frames]
+            lr_start, lr_frames = start // self.rate_t, -(-frames // self.block) * (self.block // self.rate_t)
+            low_res = f.get_slice(f"{video['id']}/low_res")[:, lr_start : lr_start + lr_frames]
+        return latents, low_res
+
+    def batch(self, rng: np.random.Generator, size: int, latent_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, C, T', H', W') and low_res (B, C, T'', h, w) of one bucket."""
+        names = sorted(self.by_bucket)
+        weights = np.array([len(self.by_bucket[n]) for n in names], dtype=float)
+        pool = self.by_bucket[names[rng.choice(len(names), p=weights / weights.sum())]]
+        longest = max(v["latent_frames"] for v in pool)
+        frames = min(latent_frames, longest // self.block * self.block or longest)
+        usable = [v for v in pool if v["latent_frames"] >= frames]
+        pairs = []
+        for _ in range(size):
+            video = usable[rng.integers(len(usable))]
+            start = int(rng.integers(0, (video["latent_frames"] - frames) // self.block + 1)) * self.block
+            pairs.append(self._read(video, start, frames))
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

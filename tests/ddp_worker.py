@@ -1,0 +1,28 @@
+"""Run under torchrun by test_multiprocess.py: stage-1 training on every rank, then each
+rank writes a fingerprint of its weights (RUN/weights-rank-R.json)."""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import small_config  # noqa: E402
+
+from framemem.train import pretrain  # noqa: E402
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    flat = torch.cat([p.detach().float().flatten() for p in module.parameters()])
+    return hashlib.sha256(flat.numpy().tobytes()).hexdigest()
+
+
+if __name__ == "__main__":
+    run = Path(sys.argv[1])
+    config = small_config()
+    config.train.steps = config.train.checkpoint_every = 2
+    trainer = pretrain(config, run)
+    rank = trainer.accelerator.process_index
+    record = {"world": trainer.accelerator.num_processes, "weights": fingerprint(trainer.unwrapped)}
+    (run / f"weights-rank-{rank}.json").write_text(json.dumps(record))

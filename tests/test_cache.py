@@ -1,0 +1,105 @@
+"""Chunked φ encoding and `framemem cache` (latents once, training from them after)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from framemem.cache import CachedHistories, build_cache, check_cache
+from framemem.cli import main
+from framemem.codecs import SpaceToDepthCodec
+from framemem.config import get_preset, parse_rate
+from framemem.errors import FrameMemError
+from framemem.memory import MemoryEncoder
+from framemem.model import FrameMem
+from framemem.train import pretrain
+from framemem.video import load_frames, to_model
+
+
+@pytest.mark.parametrize("variant", ["proposed", "only_lr", "without_lr", "large_patchifier"])
+def test_chunked_encoding_equals_the_whole(variant):
+    codec = SpaceToDepthCodec(factor=2)
+    patch = torch.nn.Conv3d(12, 16, (1, 2, 2), stride=(1, 2, 2))
+    enc = MemoryEncoder(latent_channels=12, dit_width=16, rate=(2, 2, 2), widths=(4, 8, 8, 8),
+                        attention_heads=2, variant=variant)
+    if hasattr(enc, "proj_out"):
+        torch.nn.init.normal_(enc.proj_out.weight, std=0.1)  # make the HR branch count
+    video = torch.rand(1, 3, 11, 24, 20) * 2 - 1  # 11 frames: the last block is padded
+    with torch.no_grad():
+        whole = enc(video, codec.encode(video), codec, patch)
+        for chunk in (1, 2, 4):
+            chunked = enc(video, codec.encode(video), codec, patch, chunk_blocks=chunk)
+            assert (chunked.tokens - whole.tokens).abs().max() <= 1e-5
+            assert torch.equal(chunked.positions, whole.positions)
+
+
+@pytest.fixture
+def video_folder(tmp_path, procedural_mp4):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i, seconds in enumerate((3.0, 6.0, 4.0, 5.0)):
+        procedural_mp4(seconds, name=f"videos/v{i}.mp4", seed=i)
+    (folder / "v0.txt").write_text("a red square drifts\n")
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    return folder
+
+
+def test_cache_matches_encoding_the_pixels_and_resumes(tmp_path, video_folder):
+    config = get_preset("tiny")
+    manifest = build_cache(config, video_folder, tmp_path / "cache", shard_videos=3)
+    assert len(manifest["videos"]) == 4 and list(manifest["skipped"]) == [str((video_folder / "broken.mp4").resolve())]
+    assert {v["caption"] for v in manifest["videos"]} == {"a red square drifts", None}
+    assert len(list((tmp_path / "cache" / "shards").glob("*.safetensors"))) == 2  # 3 + 1 videos
+
+    again = build_cache(config, video_folder, tmp_path / "cache")  # resumes: nothing left to do
+    assert again["processed_per_rank"] == [0] and again["videos"] == manifest["videos"]
+
+    model = FrameMem.build(config)
+    histories = CachedHistories(tmp_path / "cache", config, model.encoder.block_frames)
+    latents, low_res = histories.batch(np.random.default_rng(0), 2, 8)
+    assert latents.shape == (2, 48, 8, 16, 16) and low_res.shape == (2, 48, 4, 4, 4)
+    # a cached window is exactly what encoding that window's pixels gives
+    record = next(v for v in manifest["videos"] if v["source"].endswith("v1.mp4"))
+    pixels = to_model(load_frames(record["source"], 4.0, 64, 64)[None])[:, :, 8:16]
+    expected = model.history_latents(pixels)
+    got = histories._read(record, 8, 8)
+    assert torch.allclose(got[0], expected[0][0], atol=1e-6) and torch.allclose(got[1], expected[1][0], atol=1e-6)
+
+
+def test_cache_from_another_preset_is_refused(tmp_path, video_folder, capsys):
+    config = get_preset("tiny")
+    build_cache(config, video_folder, tmp_path / "cache")
+    other = get_preset("tiny")
+    other.model.rate = parse_rate("2x2x2")
+    with pytest.raises(FrameMemError, match="rate"):
+        check_cache(tmp_path / "cache", other)
+    capsys.readouterr()
+    code = main(["pretrain", "--rate", "2x2x2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--steps", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cache was written for preset 'tiny'" in err[0]
+
+
+def test_pretrain_reads_the_cache(tmp_path, video_folder, config):
+    config.model.height = config.model.width = 64
+    build_cache(config, video_folder, tmp_path / "cache")
+    config.train.steps = 2
+    trainer = pretrain(config, tmp_path / "run", cache=tmp_path / "cache")
+    assert trainer.step == 2 and (tmp_path / "run" / "model" / "framemem.json").is_file()
+
+
+def test_two_processes_share_the_videos(tmp_path, video_folder):
+    """Under torchrun, each rank caches its own slice: none twice, none missed."""
+    out = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "framemem.cli",
+           "cache", "--preset", "tiny", "--data", str(video_folder), "--out", str(out), "--shard-videos", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processed_per_rank"] == [3, 2]  # 5 files, [rank::2]
+    sources = [v["source"] for v in manifest["videos"]] + list(manifest["skipped"])
+    assert sorted(sources) == sorted(str(p.resolve()) for p in video_folder.glob("*.mp4"))
+    ranks = {p.name: {json.loads(line)["source"] for line in p.read_text().splitlines()}
+             for p in (out / "progress").glob("*.jsonl")}
+    assert len(ranks) == 2 and not set.intersection(*ranks.values())
