@@ -82,11 +82,12 @@ def part_encoder(repeats: int = 5) -> dict:
     }
 
 
-def run_part(args: list[str], threads: int | None) -> dict:
+def run_part(args: list[str], threads: int | None, script: str = __file__) -> dict:
+    """Run `script ARGS` in a fresh process (its peak RSS is its own); its last stdout line is JSON."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

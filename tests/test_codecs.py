@@ -67,3 +67,12 @@ def test_a_vae_that_does_not_fit_the_preset_is_refused(tmp_path):
     for frames in (1, 5, 9, 20):
         assert geometry.latent_shape(frames, 16, 16) == codec.latent_shape(frames, 16, 16)
         assert geometry.latent_index(frames) == codec.latent_index(frames)
+
+
+def test_a_folder_without_its_weights_names_the_missing_files(tmp_path):
+    tiny_vae().save_pretrained(tmp_path / "pipe" / "vae")
+    (tmp_path / "pipe" / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FrameMemError, match="missing weight files: diffusion_pytorch_model.safetensors"):
+        WanVAECodec.from_pretrained(str(tmp_path / "pipe"))
+    with pytest.raises(FrameMemError, match="no such folder"):
+        WanVAECodec.from_pretrained(str(tmp_path / "not-there"))

@@ -90,3 +90,22 @@ def test_ema_weights_are_exported(config, tmp_path):
     live = trainer.unwrapped.state_dict()
     differs = [n for n, p in exported.dit.state_dict().items() if not torch.equal(p, live[f"dit.{n}"])]
     assert differs  # the export holds the EMA average, not the live weights
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(config):
+    model = FrameMem.build(config)
+    rng, _ = step_generators(0, 0)
+    video = HistorySampler(config.model).batch(rng, 2)
+
+    def grads():
+        model.zero_grad()
+        loss = model(retrieval_loss, video, config.train, torch.Generator().manual_seed(0))
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.dit.parameters() if p.grad is not None])
+
+    plain = grads()
+    model.dit.transformer.enable_gradient_checkpointing()
+    assert model.dit.transformer.gradient_checkpointing
+    checkpointed = grads()
+    assert plain[0] == pytest.approx(checkpointed[0], abs=1e-6)
+    assert torch.allclose(plain[1], checkpointed[1], atol=1e-5)

@@ -1,22 +1,48 @@
 """Loading diffusers weights from a local folder or a hub id, with a clear error offline."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import FrameMemError
 
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def looks_local(path_or_id: str) -> bool:
+    """A hub id is `org/name`; anything absolute, relative-dotted or deeper is a folder."""
+    return path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1
+
+
+def missing_weights(folder: Path) -> list[str]:
+    """Weight files a diffusers model folder lacks: the single safetensors file, or the
+    shards its index names ([] when complete, or when it holds legacy .bin weights)."""
+    index = folder / f"{WEIGHTS}.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [s for s in shards if not (folder / s).is_file()]
+    if (folder / WEIGHTS).is_file() or any(folder.glob("*.bin")):
+        return []
+    return [WEIGHTS]
+
 
 def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, **kwargs):
     """`model_cls.from_pretrained` from a local diffusers folder (the model folder itself or
-    a pipeline folder holding `subfolder`) or a hub id; raises FrameMemError on failure."""
+    a pipeline folder holding `subfolder`) or a hub id; raises FrameMemError on failure,
+    naming the missing files of a local folder."""
     local = Path(path_or_id).expanduser()
     if local.exists():
         if (local / "config.json").exists():
-            target, sub = str(local), None
+            target, sub, folder = str(local), None, local
         elif subfolder and (local / subfolder / "config.json").exists():
-            target, sub = str(local), subfolder
+            target, sub, folder = str(local), subfolder, local / subfolder
         else:
             raise FrameMemError(f"{path_or_id}: no diffusers config.json here (nor in '{subfolder}/')")
+        missing = missing_weights(folder)
+        if missing:
+            raise FrameMemError(f"{folder}: missing weight files: {', '.join(missing)}")
+    elif looks_local(path_or_id):
+        raise FrameMemError(f"{path_or_id}: no such folder (give a local diffusers folder or a hub id like Wan-AI/...)")
     else:
         target, sub = path_or_id, subfolder
     try:

@@ -263,6 +263,8 @@ def pretrain(
     mc, tc = config.model, config.train
     torch.manual_seed(tc.seed)
     model = FrameMem.build(config, variant)
+    if tc.gradient_checkpointing:
+        model.dit.transformer.enable_gradient_checkpointing()
     dataset = None
     if data is not None:
         dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
