@@ -1,4 +1,4 @@
-"""`framemem` command line: cache, pretrain, retrieve, demo, bench, plan, info.
+"""`framemem` command line: cache, pretrain, finetune, generate, retrieve, demo, bench, plan, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -12,12 +12,15 @@ from pathlib import Path
 from .errors import FrameMemError
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "tiny"
+DEFAULT_AR_CHECKPOINT = Path(__file__).parent / "assets" / "tiny-ar"
 
 
-def _preset_with_overrides(args):
+def _preset_with_overrides(args, stage: int = 1):
     from .config import get_preset, parse_rate
 
     config = get_preset(args.preset)
+    if stage == 2:  # the fine-tuning budget is the preset's stage-2 one
+        config.train.steps, config.train.lr = config.ar.steps, config.ar.lr
     if getattr(args, "rate", None):
         config.model.rate = parse_rate(args.rate)
     if getattr(args, "model_path", None):
@@ -75,6 +78,24 @@ def cmd_pretrain(args) -> None:
         max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype), cache=args.cache,
     )
     print(f"model written to {Path(args.out) / 'model'}")
+
+
+def cmd_finetune(args) -> None:
+    from .autoregressive import finetune
+
+    config = _preset_with_overrides(args, stage=2)
+    if args.train_memory:
+        config.ar.train_memory = True
+    finetune(config, args.memory_checkpoint, args.out, data=args.data, resume=args.resume, max_minutes=args.max_minutes,
+             export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory)
+    print(f"model written to {Path(args.out) / 'model'}")
+
+
+def cmd_generate(args) -> None:
+    from .inference import generate_command
+
+    generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
+                     args.init_video, args.cfg, args.seed, args.steps)
 
 
 def cmd_cache(args) -> None:
@@ -182,6 +203,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="stage 2: fine-tune a pretrained memory into an autoregressive video model")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--memory-checkpoint", required=True, help="stage-1 model folder (from `framemem pretrain`)")
+    p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
+    p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
+    p.add_argument("--fresh-memory", action="store_true", help="baseline: φ from scratch, trained in stage 2")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("generate", help="a long video from a storyboard, section by section with a memory")
+    p.add_argument("--checkpoint", help="stage-2 model folder (default: the shipped tiny one)")
+    p.add_argument("--storyboard", required=True, help="YAML or JSON of timestamped prompts")
+    p.add_argument("--seconds", type=float, required=True, help="how much new video to generate")
+    p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps per section")
+    p.add_argument("--out", default="generated.mp4", help="writes OUT, OUT.png (contact sheet) and OUT.json")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")
     p.add_argument("--preset", default="tiny")

@@ -125,10 +125,46 @@ class TrainConfig:
 
 
 @dataclass
+class ARConfig:
+    """Stage 2 (paper §3.2): autoregressive fine-tuning and generation.
+
+    section_seconds: what one step of the loop generates (the paper: the next 1 s).
+    text_encoder: "umt5" (Wan's, from `text_encoder_path` or the Wan folder) or "hashed"
+        (the embedded default's, trained with the model); text_tokens: prompt length L.
+    text_dropout / memory_dropout: chance a training sample loses its prompt / a batch its
+        memory (classifier-free guidance, and robustness without history).
+    t_mean, t_std, t_shift: L(0, 1) of the paper, then the usual shift.
+    lora_rank: LoRA added to a fully trained DiT (a DiT that has a LoRA keeps training it).
+    train_memory: fine-tune φ too (default: frozen, as pretrained).
+    steps, lr: the fine-tuning budget (other optimiser settings are the preset's `train`).
+    cfg, sample_steps: generation defaults.
+    """
+
+    section_seconds: float = 1.0
+    text_encoder: str = "umt5"
+    text_encoder_path: str | None = None
+    text_tokens: int = 512
+    text_buckets: int = 4096
+    text_dropout: float = 0.1
+    memory_dropout: float = 0.05
+    t_mean: float = 0.0
+    t_std: float = 1.0
+    t_shift: float = 3.0
+    lora_rank: int | None = 128
+    train_memory: bool = False
+    steps: int = 10000
+    lr: float = 1e-4
+    cfg: float = 5.0
+    sample_steps: int = 30
+
+
+@dataclass
 class FrameMemConfig:
     preset: str
     model: ModelConfig
     train: TrainConfig
+    ar: ARConfig = field(default_factory=ARConfig)
+    stage: int = 1  # 1: retrieval pretraining, 2: autoregressive fine-tuning
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,7 +175,8 @@ class FrameMemConfig:
             model = dict(data["model"])
             model["rate"] = tuple(model["rate"])
             model["encoder_widths"] = tuple(model["encoder_widths"])
-            return cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]))
+            return cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]),
+                       ar=ARConfig(**data.get("ar", {})), stage=data.get("stage", 1))
         except (KeyError, TypeError) as err:
             raise FrameMemError(f"config is not a framemem config ({err})") from None
 
@@ -197,7 +234,9 @@ def _tiny() -> FrameMemConfig:
         history_seconds_min=4.0,
         sample_steps=16,
     )
-    return FrameMemConfig("tiny", model, train)
+    ar = ARConfig(section_seconds=1.0, text_encoder="hashed", text_tokens=16, text_buckets=2048, t_shift=1.0,
+                  lora_rank=32, steps=3000, lr=5e-4, cfg=2.0, sample_steps=16)
+    return FrameMemConfig("tiny", model, train, ar)
 
 
 def _wan(preset: str, hub_id: str, fps: float, vae: tuple[int, int, int], dit: dict) -> FrameMemConfig:

@@ -6,6 +6,7 @@ the multi-shot structure the paper's Short-style data has.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,22 +40,27 @@ class HistorySampler:
     """
 
     def __init__(self, model_config, dataset: VideoDataset | None = None, procedural_fraction: float = 1.0,
-                 procedural_pool: int | None = None):
+                 procedural_pool: int | None = None, render_frames: int | None = None):
         self.cfg = model_config
-        self.frames = model_config.history_frames
+        self.frames = render_frames or model_config.history_frames
         self.dataset = dataset if dataset is not None and len(dataset) else None
         self.procedural_fraction = procedural_fraction if self.dataset else 1.0
         self.pool = procedural_pool
-        self._rendered: dict[int, torch.Tensor] = {}
+        self._rendered: dict[int, tuple[torch.Tensor, list]] = {}
 
-    def procedural(self, seed: int) -> torch.Tensor:
+    def render(self, seed: int) -> tuple[torch.Tensor, list]:
+        """A procedural video: uint8 (T, H, W, 3) and its captioned shots."""
         if seed in self._rendered:
             return self._rendered[seed]
         c = self.cfg
-        frames = torch.from_numpy(procedural_video(seed, self.frames, c.height, c.width, c.fps)[0])
+        frames, shots = procedural_video(seed, self.frames, c.height, c.width, c.fps)
+        video = (torch.from_numpy(frames), shots)
         if self.pool and seed < self.pool:
-            self._rendered[seed] = frames
-        return frames
+            self._rendered[seed] = video
+        return video
+
+    def procedural(self, seed: int) -> torch.Tensor:
+        return self.render(seed)[0]
 
     def from_files(self, rng: np.random.Generator, frames: int) -> torch.Tensor:
         shots, total = [], 0
@@ -65,19 +71,33 @@ class HistorySampler:
             total += len(clip)
         return torch.cat(shots)[:frames]
 
-    def sample(self, rng: np.random.Generator, frames: int | None = None) -> torch.Tensor:
-        """One history of `frames` frames (default: the preset's history length)."""
+    def sample_with_caption(self, rng: np.random.Generator, frames: int | None = None,
+                            caption_at: int = 0) -> tuple[torch.Tensor, str]:
+        """One history of `frames` frames (default: the render length) and the caption of
+        its frame `caption_at` ("" for video files, which carry none)."""
         frames = frames or self.frames
         if rng.random() >= self.procedural_fraction:
-            return self.from_files(rng, frames)
-        video = self.procedural(int(rng.integers(0, self.pool or HELDOUT_SEED_BASE)))
+            return self.from_files(rng, frames), ""
+        video, shots = self.render(int(rng.integers(0, self.pool or HELDOUT_SEED_BASE)))
         start = int(rng.integers(0, len(video) - frames + 1))
         video = video[start : start + frames]
-        return video.flip(2) if rng.random() < 0.5 else video
+        caption = next(s.caption for s in shots if s.start <= start + caption_at < s.end)
+        if rng.random() < 0.5:
+            video, caption = video.flip(2), mirror_caption(caption)
+        return video, caption
+
+    def sample(self, rng: np.random.Generator, frames: int | None = None) -> torch.Tensor:
+        """One history of `frames` frames (default: the render length)."""
+        return self.sample_with_caption(rng, frames)[0]
 
     def batch(self, rng: np.random.Generator, size: int, frames: int | None = None) -> torch.Tensor:
-        """(B, 3, T, H, W) float in [-1, 1]; T = `frames` (default: the preset's)."""
+        """(B, 3, T, H, W) float in [-1, 1]; T = `frames` (default: the render length)."""
         return to_model(torch.stack([self.sample(rng, frames) for _ in range(size)]))
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the horizontally flipped video: left and right swap."""
+    return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", caption)
 
 
 def heldout_videos(model_config, count: int = 2, real: list[str | Path] = ()) -> list[torch.Tensor]:

@@ -14,31 +14,33 @@ def looks_local(path_or_id: str) -> bool:
     return path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1
 
 
-def missing_weights(folder: Path) -> list[str]:
-    """Weight files a diffusers model folder lacks: the single safetensors file, or the
+def missing_weights(folder: Path, weights: str = WEIGHTS) -> list[str]:
+    """Weight files a model folder lacks: the single safetensors file `weights`, or the
     shards its index names ([] when complete, or when it holds legacy .bin weights)."""
-    index = folder / f"{WEIGHTS}.index.json"
+    index = folder / f"{weights}.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return [s for s in shards if not (folder / s).is_file()]
-    if (folder / WEIGHTS).is_file() or any(folder.glob("*.bin")):
+    if (folder / weights).is_file() or any(folder.glob("*.bin")):
         return []
-    return [WEIGHTS]
+    return [weights]
 
 
-def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, **kwargs):
-    """`model_cls.from_pretrained` from a local diffusers folder (the model folder itself or
-    a pipeline folder holding `subfolder`) or a hub id; raises FrameMemError on failure,
-    naming the missing files of a local folder."""
+def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, weights_name: str | None = WEIGHTS, **kwargs):
+    """`model_cls.from_pretrained` (diffusers or transformers) from a local folder (the
+    model folder itself or a pipeline folder holding `subfolder`) or a hub id; raises
+    FrameMemError on failure, naming the missing files of a local folder. `weights_name`:
+    the weight file to expect (None for weightless parts such as tokenizers)."""
     local = Path(path_or_id).expanduser()
     if local.exists():
-        if (local / "config.json").exists():
+        marker = "config.json" if weights_name else "tokenizer_config.json"
+        if (local / marker).exists():
             target, sub, folder = str(local), None, local
-        elif subfolder and (local / subfolder / "config.json").exists():
+        elif subfolder and (local / subfolder / marker).exists():
             target, sub, folder = str(local), subfolder, local / subfolder
         else:
-            raise FrameMemError(f"{path_or_id}: no diffusers config.json here (nor in '{subfolder}/')")
-        missing = missing_weights(folder)
+            raise FrameMemError(f"{path_or_id}: no {marker} here (nor in '{subfolder}/')")
+        missing = missing_weights(folder, weights_name) if weights_name else []
         if missing:
             raise FrameMemError(f"{folder}: missing weight files: {', '.join(missing)}")
     elif looks_local(path_or_id):

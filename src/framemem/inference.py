@@ -182,3 +182,56 @@ def _write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
+
+
+def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
+                     steps: int | None = None) -> list[dict]:
+    """`framemem generate`: write OUT (mp4), OUT.png (contact sheet) and OUT.json (sections)."""
+    from .autoregressive import generate
+    from .storyboard import Storyboard
+    from .text import build_text_encoder
+    from .video import video_fps, video_size
+
+    if seconds <= 0:
+        raise FrameMemError(f"--seconds must be > 0 (got {seconds:g})")
+    storyboard = Storyboard.load(storyboard_path)
+    model = load_model(checkpoint)
+    mc = model.config.model
+    init = None
+    if init_video:
+        size, fps = video_size(init_video), video_fps(init_video)
+        if size != (mc.height, mc.width) or abs(fps - mc.fps) > 1e-3:
+            raise FrameMemError(f"{init_video}: {size[1]}x{size[0]} at {fps:g} fps; this model needs "
+                                f"{mc.width}x{mc.height} at {mc.fps:g} fps")
+        init = to_model(load_frames(init_video, mc.fps, mc.height, mc.width)[None])
+    if model.config.stage != 2:
+        raise FrameMemError(f"{checkpoint}: a stage-1 checkpoint (retrieval only); run `framemem finetune` on it first")
+    if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
+        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim, mc.transformer_path)
+    video, sections = generate(model, storyboard, seconds, init, cfg, seed, steps)
+    frames = to_uint8(video[0])
+    out = Path(out)
+    write_video(out, frames, mc.fps)
+    offset = 0 if init is None else init.shape[2]
+    per = (len(frames) - offset) // len(sections)  # pixel frames per section
+    tiles = [(frames[offset + i * per + per // 2], f"{s['start_seconds']:.1f}s") for i, s in enumerate(sections)]
+    _save_png(_contact_sheet(tiles), out.with_suffix(".png"))
+    _write_json(out.with_suffix(".json"), {"checkpoint": str(checkpoint), "seconds": seconds, "seed": seed,
+                                           "init_video": str(init_video) if init_video else None,
+                                           "storyboard": storyboard.to_dict(), "sections": sections})
+    print(f"wrote {out} ({len(frames)} frames, {len(frames) / mc.fps:.1f}s), {out.with_suffix('.png')}, {out.with_suffix('.json')}")
+    return sections
+
+
+def _contact_sheet(tiles: list[tuple[torch.Tensor, str]], columns: int = 8, scale: int = 2) -> Image.Image:
+    """uint8 (H, W, 3) frames with labels, in rows of `columns`."""
+    h, w = tiles[0][0].shape[:2]
+    cell_w, cell_h, label = w * scale, h * scale, 14
+    rows = -(-len(tiles) // columns)
+    canvas = Image.new("RGB", (min(columns, len(tiles)) * (cell_w + 4), rows * (cell_h + label + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (frame, text) in enumerate(tiles):
+        x, y = (i % columns) * (cell_w + 4), (i // columns) * (cell_h + label + 4)
+        canvas.paste(Image.fromarray(frame.numpy()).resize((cell_w, cell_h), Image.NEAREST), (x, y + label))
+        draw.text((x + 2, y), text, fill="black")
+    return canvas

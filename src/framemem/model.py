@@ -7,9 +7,14 @@ Checkpoint folder layout (diffusers conventions inside):
     transformer/             full DiT (when trained fully, e.g. the tiny preset)
     transformer_lora/        peft LoRA of the DiT (when `lora_rank` is set); the base
                              DiT is `model.transformer_path`
+    text_encoder/            stage 2 with the embedded text encoder (`HashedTextEncoder`);
+                             Wan's umT5 is loaded from its own folder instead
+
+A fully trained DiT fine-tuned with a stage-2 LoRA is saved with the LoRA fused in.
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -25,17 +30,20 @@ from .errors import FrameMemError
 from .framepack import FramePackEncoder
 from .memory import VARIANTS as ENCODER_VARIANTS
 from .memory import MemoryEncoder, MemoryTokens
+from .text import HashedTextEncoder
 
 VARIANTS = ENCODER_VARIANTS + ("framepack",)
 
 
 class FrameMem(nn.Module):
-    def __init__(self, config: FrameMemConfig, codec: LatentCodec, dit: MemoryDiT, encoder: MemoryEncoder):
+    def __init__(self, config: FrameMemConfig, codec: LatentCodec, dit: MemoryDiT, encoder: MemoryEncoder,
+                 text_encoder: nn.Module | None = None):
         super().__init__()
         self.config = config
         self.codec = codec
         self.dit = dit
         self.encoder = encoder
+        self.text_encoder = text_encoder  # stage 2 only
 
     @classmethod
     def build(cls, config: FrameMemConfig, variant: str = "proposed") -> "FrameMem":
@@ -96,10 +104,18 @@ class FrameMem(nn.Module):
         try:
             self.config.save(tmp / "framemem.json")
             _save_module(self.encoder, tmp / "memory_encoder", dtype)
+            transformer = self.dit.transformer
             if self.config.model.lora_rank:
-                self.dit.transformer.save_lora_adapter(str(tmp / "transformer_lora"))
+                transformer.save_lora_adapter(str(tmp / "transformer_lora"))
+            elif getattr(transformer, "peft_config", None):  # a stage-2 LoRA on a full DiT
+                fused = copy.deepcopy(transformer)
+                fused.fuse_lora()
+                fused.unload_lora()
+                _save_module(fused, tmp / "transformer", dtype)
             else:
-                _save_module(self.dit.transformer, tmp / "transformer", dtype)
+                _save_module(transformer, tmp / "transformer", dtype)
+            if isinstance(self.text_encoder, HashedTextEncoder):
+                _save_module(self.text_encoder, tmp / "text_encoder", dtype)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -132,13 +148,16 @@ class FrameMem(nn.Module):
                     str(path / "transformer_lora"), prefix=None, weight_name="pytorch_lora_weights.safetensors"
                 )
             encoder = load_memory_encoder(path / "memory_encoder")
+            text_encoder = None
+            if (path / "text_encoder").is_dir():
+                text_encoder = HashedTextEncoder.from_pretrained(path / "text_encoder", torch_dtype=torch.float32)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
         if encoder.config.dit_width != dit.inner_dim or encoder.config.latent_channels != codec.channels:
             raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
-        return cls(config, codec, dit, encoder).eval()
+        return cls(config, codec, dit, encoder, text_encoder).eval()
 
 
 def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant: str = "proposed",

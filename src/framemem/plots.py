@@ -43,10 +43,11 @@ def plot_curves(logs: dict[str, str | Path] | str | Path, out_path: str | Path) 
     axes[0].set(title="training loss", xlabel="minutes", yscale="log")
     axes[1].set(title="held-out one-step PSNR (dB)", xlabel="minutes")
     axes[2].axhline(0, color="grey", lw=0.5)
-    axes[2].set(title="memory gap: loss(t=1) other − own memory", xlabel="minutes")
+    axes[2].set(title="memory gap: loss(t=1) without its memory − with it", xlabel="minutes")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)

@@ -63,6 +63,8 @@ class Trainer:
         objective: Callable,
         make_batch: Callable,
         evaluate: Callable | None = None,
+        stage: str = "pretrain",
+        find_unused_parameters: bool = False,
     ):
         self.config, self.tc = config, config.train
         self.run_dir = Path(run_dir)
@@ -70,7 +72,12 @@ class Trainer:
         mp = self.tc.mixed_precision
         if mp == "fp16" and not torch.cuda.is_available():  # fp16 autocast needs a GPU
             mp = "no"
-        self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # Parameters a step may leave unused (φ when a batch has no history) need DDP told.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
+        self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        self.stage = stage
         self.objective, self.make_batch, self.evaluate = objective, make_batch, evaluate
 
         groups = self._param_groups(model)
@@ -100,6 +107,8 @@ class Trainer:
             {"params": qk, "lr": tc.lr * tc.qk_norm_lr_scale, "weight_decay": 0.0},
             {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": tc.encoder_lr or tc.lr},
         ]
+        if model.text_encoder is not None:
+            groups.append({"params": [p for p in model.text_encoder.parameters() if p.requires_grad], "lr": tc.lr})
         return [g for g in groups if g["params"]]
 
     @property
@@ -187,7 +196,7 @@ class Trainer:
         self.model.train()
         if self.step == 0 and self.evaluate:
             self.run_eval()
-        bar = tqdm(total=total, initial=self.step, desc="pretrain", disable=not self.accelerator.is_main_process)
+        bar = tqdm(total=total, initial=self.step, desc=self.stage, disable=not self.accelerator.is_main_process)
         running, last = [], time.monotonic()
         while self.step < total:
             rng, generator = step_generators(self.tc.seed, self.step, rank)

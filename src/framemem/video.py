@@ -102,6 +102,17 @@ def video_size(path: str | Path) -> tuple[int, int]:
         raise FrameMemError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
 
 
+def video_fps(path: str | Path) -> float:
+    """Average frame rate of a file's first video stream."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video or not container.streams.video[0].average_rate:
+                raise FrameMemError(f"{path}: no video stream with a frame rate")
+            return float(container.streams.video[0].average_rate)
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise FrameMemError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
+
+
 def load_frames(path: str | Path, fps: float, height: int, width: int) -> torch.Tensor:
     """A whole video, preprocessed exactly like training data: uint8 (T, height, width, 3)."""
     return torch.from_numpy(np.ascontiguousarray(center_crop(read_video(path, fps, height, width), height, width)))

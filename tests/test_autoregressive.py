@@ -1,0 +1,183 @@
+"""Stage 2: storyboards, text encoders, incremental memory, fine-tuning and generation."""
+import json
+
+import pytest
+import torch
+
+from framemem.autoregressive import MemoryState, ar_loss, draw_batch, section_latent_frames
+from framemem.cli import main
+from framemem.data import HistorySampler
+from framemem.errors import FrameMemError
+from framemem.model import FrameMem
+from framemem.storyboard import Storyboard
+from framemem.text import HashedTextEncoder
+from framemem.train import pretrain, step_generators
+
+GOOD = {"prompts": [{"at": 0, "prompt": "a ginger cat"}, {"at": 4.5, "prompt": "a brick wall"}]}
+
+
+def test_storyboard_yaml_json_and_prompt_at(tmp_path):
+    (tmp_path / "s.yaml").write_text("prompts:\n  - at: 0\n    prompt: a ginger cat\n  - at: 4.5\n    prompt: a brick wall\n")
+    (tmp_path / "s.json").write_text(json.dumps(GOOD))
+    for name in ("s.yaml", "s.json"):
+        board = Storyboard.load(tmp_path / name)
+        assert board.times == (0.0, 4.5) and board.prompts == ("a ginger cat", "a brick wall")
+    assert [board.prompt_at(t) for t in (0.0, 4.4, 4.5, 60)] == ["a ginger cat", "a ginger cat", "a brick wall", "a brick wall"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"prompts": [{"at": 3, "prompt": "a"}, {"at": 1, "prompt": "b"}]}, "times must increase"),
+    ({"prompts": [{"at": -1, "prompt": "a"}]}, "negative time"),
+    ({"prompts": [{"at": 0, "prompt": "  "}]}, "empty prompt"),
+    ({"prompts": [{"at": 0, "prompt": "a", "camera": "pan"}]}, "unknown key"),
+    ({"prompts": [], "fps": 4}, "unknown: fps"),
+    ({"prompts": [{"at": "soon", "prompt": "a"}]}, "must be a number"),
+    ({"prompts": []}, "non-empty list"),
+])
+def test_storyboard_errors(data, message):
+    with pytest.raises(FrameMemError, match=message):
+        Storyboard.from_dict(data)
+
+
+def test_hashed_text_encoder():
+    enc = HashedTextEncoder(text_dim=8, buckets=64, max_tokens=4)
+    out = enc(["A red circle moves left", ""])
+    assert out.shape == (2, 4, 8)
+    assert out[1].abs().max() == 0  # the empty prompt is the unconditional input
+    assert torch.equal(enc(["a red circle moves"]), out[:1])  # case and punctuation do not matter
+    assert not torch.equal(enc(["a blue circle"]), enc(["a red circle"]))
+
+
+def test_umt5_text_encoder_from_a_local_folder(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    from framemem.text import UMT5TextEncoder
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", "a", "ginger", "cat", "brick", "wall"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>") \
+        .save_pretrained(tmp_path / "wan" / "tokenizer")
+    UMT5EncoderModel(UMT5Config(vocab_size=8, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32)) \
+        .save_pretrained(tmp_path / "wan" / "text_encoder")
+    enc = UMT5TextEncoder(str(tmp_path / "wan"), max_tokens=6)
+    out = enc(["a ginger cat", "brick wall"])
+    assert out.shape == (2, 6, 16) and out[0, :3].abs().sum() > 0
+    assert out[0, 3:].abs().max() == 0 and out[1, 2:].abs().max() == 0  # padding zeroed
+    (tmp_path / "wan" / "text_encoder" / "model.safetensors").unlink()
+    with pytest.raises(FrameMemError, match="missing weight files: model.safetensors"):
+        UMT5TextEncoder(str(tmp_path / "wan"))
+
+
+def test_appending_sections_equals_encoding_the_whole_history(config):
+    model = FrameMem.build(config).eval()
+    torch.nn.init.normal_(model.encoder.proj_out.weight, std=0.05)  # the HR branch counts
+    video = torch.rand(1, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        _, whole = model.encode_history(video)
+        state = MemoryState(model)
+        for start in range(0, 16, 4):  # four sections of two memory blocks
+            state.append(*model.history_latents(video[:, :, start : start + 4]))
+        appended = state.memory()
+        assert (appended.tokens - whole.tokens).abs().max() <= 1e-5
+        assert torch.equal(appended.positions, whole.positions)
+        window = MemoryState(model, max_blocks=3)  # older blocks leave the memory
+        for start in range(0, 16, 4):
+            window.append(*model.history_latents(video[:, :, start : start + 4]))
+    per_block = whole.tokens.shape[1] // 8
+    assert torch.allclose(window.memory().tokens, whole.tokens[:, -3 * per_block :], atol=1e-5)
+    assert torch.equal(window.memory().positions, whole.positions[-3 * per_block :])
+
+
+def test_stage2_steps_lower_the_loss(config):
+    from framemem.text import build_text_encoder
+
+    model = FrameMem.build(config)
+    model.text_encoder = build_text_encoder(config.ar, model.dit.text_dim, None)
+    frames = config.model.history_frames + 4
+    sampler = HistorySampler(config.model, render_frames=frames)
+    rng, _ = step_generators(0, 3)
+    batch = draw_batch(sampler, model, rng, 2)
+    assert batch.clips.shape[2] == batch.history + section_latent_frames(model) and all(batch.prompts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(10):
+        loss = ar_loss(model, batch, config.ar, torch.Generator().manual_seed(0))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    from conftest import small_config
+
+    config = small_config()
+    config.train.steps = 2
+    out = tmp_path_factory.mktemp("stage1")
+    pretrain(config, out)
+    return out / "model"
+
+
+def test_finetune_then_generate_end_to_end(stage1, tmp_path, capsys):
+    run = tmp_path / "ar"
+    assert main(["finetune", "--memory-checkpoint", str(stage1), "--out", str(run), "--steps", "2", "--batch-size", "2"]) == 0
+    ckpt = run / "model"
+    assert (ckpt / "text_encoder").is_dir() and (ckpt / "transformer").is_dir()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"one_step_psnr", "memory_gap"} <= set(log[-1]["eval"])
+    (tmp_path / "story.yaml").write_text("prompts:\n  - at: 0\n    prompt: a ginger cat\n  - at: 1\n    prompt: a brick wall\n")
+    out = tmp_path / "gen.mp4"
+    assert main(["generate", "--checkpoint", str(ckpt), "--storyboard", str(tmp_path / "story.yaml"),
+                 "--seconds", "2.5", "--steps", "2", "--out", str(out)]) == 0
+    from framemem.video import load_frames
+
+    frames = load_frames(out, 4.0, 32, 32)
+    assert len(frames) == 12  # 2.5 s rounds up to three 1-s sections at 4 fps
+    sections = json.loads(out.with_suffix(".json").read_text())["sections"]
+    assert [s["prompt"] for s in sections] == ["a ginger cat", "a brick wall", "a brick wall"]
+    model = FrameMem.from_pretrained(ckpt)
+    per_section = model.encoder.token_count((4, 8, 8))  # 1 s at 4 fps, 8x8 latents
+    assert [s["memory_tokens"] for s in sections] == [0, per_section, 2 * per_section]  # each sees all before it
+    assert out.with_suffix(".png").is_file()
+    # continue the generated video: it becomes the init video (same fps and size)
+    again = tmp_path / "more.mp4"
+    assert main(["generate", "--checkpoint", str(ckpt), "--storyboard", str(tmp_path / "story.yaml"),
+                 "--seconds", "2", "--steps", "2", "--init-video", str(out), "--out", str(again)]) == 0
+    assert len(load_frames(again, 4.0, 32, 32)) == 12 + 8
+    assert json.loads(again.with_suffix(".json").read_text())["sections"][0]["memory_tokens"] == 3 * per_section
+
+
+def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):
+    good = tmp_path / "story.json"
+    good.write_text(json.dumps(GOOD))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompts:\n  - at: 5\n    prompt: b\n  - at: 1\n    prompt: a\n")
+    other_size = procedural_mp4(2.0, name="other.mp4")  # 64x64 at 8 fps
+    cases = [
+        (["--storyboard", str(bad), "--seconds", "2"], "times must increase"),
+        (["--storyboard", str(good), "--seconds", "0"], "--seconds must be > 0"),
+        (["--storyboard", str(good), "--seconds", "2", "--init-video", str(other_size)], "needs 32x32 at 4 fps"),
+        (["--storyboard", str(good), "--seconds", "2"], "a stage-1 checkpoint (retrieval only)"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["generate", "--checkpoint", str(stage1), "--out", str(tmp_path / "x.mp4"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (message, err)
+
+
+def test_finetune_refuses_a_checkpoint_of_another_preset(tmp_path, capsys):
+    from conftest import small_config
+
+    config = small_config()
+    config.preset = "wan2.2-ti2v-5b"  # the same small numbers, labelled as another preset
+    config.train.steps = 1
+    pretrain(config, tmp_path / "s1")
+    capsys.readouterr()
+    code = main(["finetune", "--memory-checkpoint", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "ar")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "preset 'wan2.2-ti2v-5b', not 'tiny'" in err[0]
