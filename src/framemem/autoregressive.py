@@ -130,6 +130,24 @@ class MemoryState:
 
 
 @torch.no_grad()
+def sample_section(model, memory: MemoryTokens | None, offset: int, text: torch.Tensor, noise: torch.Tensor,
+                   steps: int, cfg: float, progress: bool = False) -> torch.Tensor:
+    """Sample one section (1, C, S, h, w) at latent frames offset…offset+S−1, given the memory
+    and text (2, L, text_dim): the prompt's and the empty one's (classifier-free guidance)."""
+    section = noise.shape[2]
+    frames = (offset + torch.arange(section)).float()[None].expand(2, -1)
+    tokens = None if memory is None else memory.tokens.expand(2, -1, -1)
+    positions = None if memory is None else memory.positions
+
+    def velocity(x, t):
+        v = model.dit(x.expand(2, -1, -1, -1, -1), frames, t.expand(2, -1), tokens, positions, text)
+        cond, uncond = v.chunk(2)
+        return uncond + cfg * (cond - uncond)
+
+    return sample(velocity, noise, steps=steps, shift=model.config.ar.t_shift, progress=progress)
+
+
+@torch.no_grad()
 def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None = None, cfg: float | None = None,
              seed: int = 0, steps: int | None = None, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
     """Generate `seconds` of video after `init_video` (pixels (1, 3, T, H, W) in [-1, 1]).
@@ -162,18 +180,9 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         start = state.latent_frames * codec.temporal_factor / mc.fps
         prompt = storyboard.prompt_at(start + ar.section_seconds / 2)
         memory = state.memory()
-        text = model.text_encoder([prompt, ""])
-        frames = (state.latent_frames + torch.arange(section)).float()[None].expand(2, -1)
-
-        def velocity(x, t):
-            tokens = None if memory is None else memory.tokens.expand(2, -1, -1)
-            positions = None if memory is None else memory.positions
-            v = model.dit(x.expand(2, -1, -1, -1, -1), frames, t.expand(2, -1), tokens, positions, text)
-            cond, uncond = v.chunk(2)
-            return uncond + cfg * (cond - uncond)
-
         noise = torch.randn((1, codec.channels, section, h, w), generator=generator)
-        x0 = sample(velocity, noise, steps=steps, shift=ar.t_shift, progress=progress)
+        x0 = sample_section(model, memory, state.latent_frames, model.text_encoder([prompt, ""]), noise, steps, cfg,
+                            progress)
         pixels = codec.decode(x0).clamp(-1, 1)
         state.append(x0, model.encoder.low_res_latents(pixels, codec, tuple(x0.shape[2:])))
         pieces.append(pixels)

@@ -131,7 +131,8 @@ def _parse_times(text: str) -> list[float]:
 def cmd_demo(args) -> None:
     from .inference import demo_command
 
-    demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps)
+    ar = args.ar_checkpoint or (DEFAULT_AR_CHECKPOINT if DEFAULT_AR_CHECKPOINT.is_dir() else None)
+    demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps, ar)
 
 
 def cmd_info(args) -> None:
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out")
     p.add_argument("--seed", type=int, default=None, help="procedural seed and retrieval times")
     p.add_argument("--frames", type=int, default=4, help="how many random times to retrieve")
+    p.add_argument("--ar-checkpoint", help="stage-2 model for the generation part (default: the shipped tiny one)")
     p.add_argument("--steps", type=int, default=None)
     p.set_defaults(func=cmd_demo)
 

@@ -19,6 +19,7 @@ from .retrieval import bicubic_reference, retrieve_frames
 from .video import load_frames, to_model, to_uint8, write_video
 
 DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
+DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
 
 
 def load_model(checkpoint: str | Path) -> FrameMem:
@@ -111,18 +112,21 @@ def retrieve_command(checkpoint, video_path, times, out, steps=None, sampler="eu
     return metrics
 
 
-def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4, steps=None) -> dict:
+def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4, steps=None,
+                 ar_checkpoint=None) -> dict:
+    """Retrieval on a video the model never saw; then, with a stage-2 checkpoint, a
+    continuation of the procedural video from its storyboard (generated.mp4/.png/.json)."""
     from .procedural import procedural_video
 
     model = load_model(checkpoint)
     mc = model.config.model
     seed = secrets.randbelow(1_000_000) if seed is None else seed
     out = Path(out)
+    array, shots = procedural_video(DEMO_SEED_BASE + seed, mc.history_frames, mc.height, mc.width, mc.fps)
     if video_path:
         frames = load_frames(video_path, mc.fps, mc.height, mc.width)
         source = str(video_path)
     else:
-        array, _ = procedural_video(DEMO_SEED_BASE + seed, mc.history_frames, mc.height, mc.width, mc.fps)
         frames = torch.from_numpy(array)
         source = f"procedural video, seed {DEMO_SEED_BASE + seed} (never seen in training)"
         write_video(out / "history.mp4", array, mc.fps)
@@ -136,6 +140,17 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
           f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
     metrics = run_retrieval(model, frames, times, out, steps, seed=seed, source=source)
     _print_summary(metrics, out)
+    if ar_checkpoint is not None:
+        from .storyboard import Storyboard
+
+        init_seconds = DEMO_INIT_SECONDS
+        board = Storyboard(tuple(s.start / mc.fps for s in shots), tuple(s.caption for s in shots))
+        (out / "storyboard.json").write_text(json.dumps(board.to_dict(), indent=2))
+        write_video(out / "init.mp4", array[: int(init_seconds * mc.fps)], mc.fps)
+        print(f"\ngeneration: the first {init_seconds:g}s of the history, then {DEMO_GENERATE_SECONDS:g}s more "
+              "from its storyboard, section by section")
+        generate_command(ar_checkpoint, out / "storyboard.json", DEMO_GENERATE_SECONDS, out / "generated.mp4",
+                         out / "init.mp4", seed=seed, steps=steps)
     return metrics
 
 
