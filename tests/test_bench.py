@@ -40,3 +40,23 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
 def test_pareto_front():
     records = [{"tokens": 10, "psnr_mean": 12.0}, {"tokens": 20, "psnr_mean": 11.0}, {"tokens": 40, "psnr_mean": 15.0}]
     assert pareto(records) == [records[0], records[2]]
+
+
+def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
+    from framemem.bench_consistency import QUICK as QUICK_C
+    from framemem.bench_consistency import VARIANTS, consistency_table
+
+    result = consistency_table(QUICK_C, tmp_path / "runs", tmp_path / "consistency")
+    data = json.loads((tmp_path / "consistency.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    assert [r["variant"] for r in data["records"]] == list(VARIANTS)
+    for r in data["records"]:
+        assert len(r["per_seed"]) == 1 and 0 < r["psnr_mean"] < 60 and -1 <= r["feature_mean"] <= 1
+    case = data["cases"][0]
+    assert case["first"][1] <= case["return"][0]  # the scene came back after leaving
+    assert set(data["references"]) == {"truth", "other_scene"}
+    table = (tmp_path / "consistency.md").read_text()
+    assert "Without Pretrain" in table and "Sliding window" in table and "the true return" in table
+    assert Image.open(tmp_path / "consistency-grid.png").height >= (2 + len(VARIANTS)) * 64
+    window = json.loads((tmp_path / "runs" / "stage2-sliding_window-seed0" / "model" / "framemem.json").read_text())
+    assert window["model"]["rate"] == [1, 1, 1] and window["model"]["seconds"] == 0.5

@@ -244,9 +244,13 @@ def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]
 
 
 def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False, max_minutes: float | None = None,
-             export_dtype: torch.dtype | None = None, fresh_memory: bool = False):
+             export_dtype: torch.dtype | None = None, fresh_memory: str | None = None, window_seconds: float | None = None):
     """Stage 2: fine-tune a stage-1 checkpoint (`memory_checkpoint`) into an autoregressive
-    model; `config` supplies `ar` and `train` (its model numbers must be the checkpoint's).
+    model; `config` supplies `ar` and `train`, the checkpoint the model numbers.
+
+    Baselines: `fresh_memory` (a variant name) replaces φ by a new one trained here, at
+    `config.model.rate` ("Without Pretrain"; the DiT's patchifier at rate 1×1×1 with a short
+    `window_seconds` is a sliding window of full-resolution frames).
     Returns the trainer after exporting `run_dir/model`."""
     from pathlib import Path
 
@@ -263,14 +267,17 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     if model.config.preset != config.preset:
         raise FrameMemError(f"{memory_checkpoint}: a stage-1 checkpoint of preset '{model.config.preset}', "
                             f"not '{config.preset}'")
+    rate = config.model.rate
     config.model, config.stage = model.config.model, 2
     model.config = config
     torch.manual_seed(config.train.seed)
     ar, dit = config.ar, model.dit
-    if fresh_memory:  # the "Without Pretrain" baseline: φ from scratch, trained here
+    if fresh_memory:
+        config.model.rate = rate
+        config.model.seconds = window_seconds or config.model.seconds
         model.encoder = build_memory_encoder(config.model, model.codec.channels, dit.inner_dim, dit.patch_size,
-                                             model.encoder.config.variant, dit.patch_embedding)
-    model.encoder.requires_grad_(ar.train_memory or fresh_memory)
+                                             fresh_memory, dit.patch_embedding)
+    model.encoder.requires_grad_(ar.train_memory or bool(fresh_memory))
     if config.model.lora_rank:  # keep training the stage-1 LoRA
         dit.transformer.requires_grad_(False)
         for name, p in dit.transformer.named_parameters():
@@ -294,7 +301,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
         return ar_diagnostics(m, [c.to(device) for c in clips], prompts)
 
     trainer = Trainer(config, run_dir, model, objective, lambda rng: draw_batch(sampler, model, rng, tc.batch_size),
-                      evaluate, stage="finetune", find_unused_parameters=ar.train_memory or fresh_memory)
+                      evaluate, stage="finetune", find_unused_parameters=ar.train_memory or bool(fresh_memory))
     if resume:
         trainer.resume()
     config.save(run_dir / "framemem.json")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from PIL import Image, ImageDraw
 
 from .bench import TITLES
@@ -109,3 +111,50 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
         for col, file in enumerate(files):
             canvas.paste(Image.open(file).convert("RGB").resize((cw, ch), Image.NEAREST), (left + col * (cw + 4), y))
     canvas.save(path)
+
+
+CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained φ)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
+                      "sliding_window": "Sliding window (same token budget)"}
+
+
+def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) -> None:
+    """One row per variant: its generated return; first rows: the first appearance and the true return."""
+    rows = [("first appearance", case["video"][case["first"].start : case["first"].end]),
+            ("true return", case["video"][case["back"].start : case["back"].end])]
+    rows += [(CONSISTENCY_TITLES[name], frames) for name, frames in generated.items()]
+    columns = max(1, min(6, *(len(frames) for _, frames in rows)))
+    h, w = rows[0][1].shape[1:3]
+    left, pad = 210, 4
+    canvas = Image.new("RGB", (left + columns * (w * scale + pad), len(rows) * (h * scale + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (name, frames) in enumerate(rows):
+        y = r * (h * scale + pad)
+        draw.text((4, y + h * scale // 2 - 6), name, fill="black")
+        picks = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int) if len(frames) else []
+        for c, i in enumerate(picks):
+            tile = Image.fromarray(np.asarray(frames[i])).resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(tile, (left + c * (w * scale + pad), y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def write_consistency_markdown(result: dict, path: Path) -> None:
+    b = result["budget"]
+    command = "framemem bench consistency" + (" --quick" if b["quick"] else "")
+    lines = ["# Scene-return consistency (our stand-in for the paper's Table 2)", "",
+             f"Command: `{command}`. Budget: stage 1 {b['stage1_steps']} steps, stage 2 {b['stage2_steps']} steps "
+             f"(Without Pretrain: {b['stage1_steps'] + b['stage2_steps']} in stage 2), seeds {b['seeds']}, "
+             f"{len(result['cases'])} cases, {b['generate_seconds']:g} s generated per case, {b['sample_steps']} sampling steps.",
+             "", "Each case: a scene returns after at least "
+             f"{b['min_gap_seconds']:g} s of other scenes; the model continues the video from just before the return, "
+             "and each generated frame of the return is scored against the best-matching frame of the first appearance.",
+             "", "| memory | PSNR (dB) | SSIM | feature similarity |", "|---|---|---|---|"]
+    for r in result["records"]:
+        lines.append(f"| {CONSISTENCY_TITLES[r['variant']]} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
+                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['feature_mean']:.3f} ± {r['feature_std']:.3f} |")
+    for name, label in (("truth", "reference: the true return"), ("other_scene", "reference: a different scene")):
+        ref = result["references"][name]
+        lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} |")
+    lines += ["", "± is the standard deviation over seeds. Picture: consistency-grid.png (first appearance, true "
+              "return, then each variant's generated return for the first case).", ""]
+    path.write_text("\n".join(lines))

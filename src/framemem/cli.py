@@ -83,11 +83,13 @@ def cmd_pretrain(args) -> None:
 def cmd_finetune(args) -> None:
     from .autoregressive import finetune
 
+    if (args.rate or args.window_seconds) and not args.fresh_memory:
+        raise FrameMemError("--rate and --window-seconds only apply to a new φ (--fresh-memory VARIANT)")
     config = _preset_with_overrides(args, stage=2)
     if args.train_memory:
         config.ar.train_memory = True
     finetune(config, args.memory_checkpoint, args.out, data=args.data, resume=args.resume, max_minutes=args.max_minutes,
-             export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory)
+             export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory, window_seconds=args.window_seconds)
     print(f"model written to {Path(args.out) / 'model'}")
 
 
@@ -165,17 +167,29 @@ def cmd_bench(args) -> None:
     from .bench import QUICK, Budget, retrieval_table
     from .bench_report import orderings
 
+    if args.what == "consistency":
+        from .bench_consistency import QUICK as QUICK_C
+        from .bench_consistency import ConsistencyBudget, consistency_table
+
+        budget = dataclasses.replace(QUICK_C if args.quick else ConsistencyBudget())
+        if args.seeds:
+            budget.seeds = tuple(args.seeds)
+        result = consistency_table(budget, Path(args.runs or "runs/consistency"), Path(args.out or "docs/consistency"))
+        for r in result["records"]:
+            print(f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  SSIM {r['ssim_mean']:.3f}"
+                  f"  feature {r['feature_mean']:.3f}")
+        return
     budget = dataclasses.replace(QUICK if args.quick else Budget())
     if args.steps:
         budget.steps = args.steps
     if args.seeds:
         budget.seeds = tuple(args.seeds)
-    result = retrieval_table(budget, Path(args.runs), Path(args.out))
+    result = retrieval_table(budget, Path(args.runs or "runs/table1"), Path(args.out or "docs/table1"))
     for r in result["records"]:
         print(f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
               f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
     print("\n".join(orderings(result["records"])))
-    print(f"wrote {args.out}.md, .json, -tokens.png, -grid.png")
+    print(f"wrote {args.out or 'docs/table1'}.md, .json, -tokens.png, -grid.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
-    p.add_argument("--fresh-memory", action="store_true", help="baseline: φ from scratch, trained in stage 2")
+    p.add_argument("--fresh-memory", metavar="VARIANT", help="baseline: a new φ of this variant (at --rate), trained in stage 2")
+    p.add_argument("--rate", help="with --fresh-memory: its compression HxWxT")
+    p.add_argument("--window-seconds", type=float, help="with --fresh-memory: history window (default: the preset's)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -263,13 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmarks: `bench retrieval` is the paper's Table 1 at small scale")
-    p.add_argument("what", choices=["retrieval"])
+    p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
+    p.add_argument("what", choices=["retrieval", "consistency"])
     p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
     p.add_argument("--steps", type=int, help="training steps per run (default 400)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
-    p.add_argument("--runs", default="runs/table1", help="run folders (an interrupted benchmark resumes)")
-    p.add_argument("--out", default="docs/table1", help="writes OUT.md, OUT.json, OUT-tokens.png, OUT-grid.png")
+    p.add_argument("--runs", help="run folders (default runs/table1 or runs/consistency; an interrupted benchmark resumes)")
+    p.add_argument("--out", help="output prefix (default docs/table1 or docs/consistency): OUT.md, OUT.json, PNGs")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")

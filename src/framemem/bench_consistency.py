@@ -1,0 +1,196 @@
+"""`framemem bench consistency`: does a scene look the same when the story comes back to it?
+
+Our offline stand-in for the paper's cloth / identity / object consistency (Table 2).
+Cases are never-trained procedural videos in which a scene returns after ≥ 10 s of other
+scenes. Each model continues the video from just before the return (the init video holds
+everything before it, the first appearance included) with the video's own storyboard,
+and the generated return is compared with the first appearance: PSNR and SSIM against
+the best-matching frame of the first appearance, and a feature similarity (cosine of
+HOG + colour-histogram descriptors). References: the true return (a ceiling: the same
+scene under a new camera path) and a different scene of the same video (a floor).
+
+Variants (every one gets the same stage-2 steps; stage 1 is shared where it exists):
+  proposed          stage-1 proposed φ (pretrained), frozen in stage 2
+  only_lr           stage-1 only-LR φ, frozen in stage 2
+  without_pretrain  a fresh proposed φ trained in stage 2 for stage-1 + stage-2 steps
+  sliding_window    no long memory: the DiT's patchifier over the last 0.5 s (2 latent
+                    frames, 128 tokens: about the memory's 160)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import FrameMemConfig, get_preset, parse_rate
+from .metrics import psnr, ssim
+
+CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
+VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
+
+
+@dataclass
+class ConsistencyBudget:
+    stage1_steps: int = 2000
+    stage2_steps: int = 1000
+    seeds: tuple[int, ...] = (0, 1)
+    cases: int = 6
+    generate_seconds: float = 2.0
+    sample_steps: int = 16
+    min_gap_seconds: float = 10.0
+    batch_size: int | None = None  # None: the preset's
+    quick: bool = False
+
+
+QUICK = ConsistencyBudget(stage1_steps=2, stage2_steps=2, seeds=(0,), cases=1, generate_seconds=1.0, sample_steps=2,
+                          batch_size=1, quick=True)
+
+
+def find_cases(config: FrameMemConfig, count: int, min_gap: float, in_window: bool = True,
+               seconds: float = 40.0) -> list[dict]:
+    """Procedural videos with a scene that returns ≥ `min_gap` s after its last appearance
+    (`in_window`: with that appearance inside the memory window when the return starts):
+    {seed, video (T, H, W, 3), shots, first, back, other}."""
+    from .procedural import procedural_video
+
+    mc = config.model
+    cases, seed = [], CASE_SEED_BASE
+    while len(cases) < count:
+        video, shots = procedural_video(seed, int(seconds * mc.fps), mc.height, mc.width, mc.fps)
+        for i, back in enumerate(shots):
+            earlier = [s for s in shots[:i] if s.scene == back.scene]
+            if not back.returning or not earlier or back.end - back.start < mc.fps:
+                continue
+            first = earlier[-1]
+            gap = (back.start - first.end) / mc.fps
+            others = [s for s in shots[:i] if s.scene != back.scene]
+            if gap >= min_gap and (not in_window or back.start - first.start <= mc.history_frames) and others:
+                cases.append({"seed": seed, "video": video, "shots": shots, "first": first, "back": back,
+                              "other": max(others, key=lambda s: s.end - s.start)})
+                break
+        seed += 1
+    return cases
+
+
+def descriptor(frame: np.ndarray) -> np.ndarray:
+    """HOG of the grey image + an 8-bin-per-channel colour histogram, unit length."""
+    from skimage.feature import hog
+
+    grey = frame.astype(np.float32).mean(axis=2) / 255
+    shape = hog(grey, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2))
+    colour = np.concatenate([np.histogram(frame[..., c], bins=8, range=(0, 256))[0] for c in range(3)]).astype(np.float32)
+    vector = np.concatenate([shape / (np.linalg.norm(shape) + 1e-8), colour / (np.linalg.norm(colour) + 1e-8)])
+    return vector / np.linalg.norm(vector)
+
+
+def match_scores(frames: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean over `frames` (N, H, W, 3) of PSNR / SSIM / feature cosine against the best
+    (highest-PSNR) frame of `reference` (M, H, W, 3)."""
+    def tensor(x):
+        return torch.from_numpy(x).permute(2, 0, 1).float() / 127.5 - 1
+
+    refs = [tensor(r) for r in reference]
+    ref_features = [descriptor(r) for r in reference]
+    scores = {"psnr": [], "ssim": [], "feature": []}
+    for frame in frames:
+        f = tensor(frame)
+        best = int(np.argmax([psnr(f, r) for r in refs]))
+        scores["psnr"].append(psnr(f, refs[best]))
+        scores["ssim"].append(ssim(f, refs[best]))
+        scores["feature"].append(float(descriptor(frame) @ ref_features[best]))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path) -> Path:
+    """Stage 1 (where the variant has one) and stage 2; resumable; returns the stage-2 model."""
+    from .autoregressive import finetune
+    from .bench import run_config, train_run
+    from .train import latest_checkpoint
+
+    stage1_variant = "only_lr" if variant == "only_lr" else "proposed"
+    stage1 = runs / f"stage1-{stage1_variant}-seed{seed}"
+    seconds = 4.0 if budget.quick else None
+    config1 = run_config("4x4x2", seed, budget.stage1_steps, seconds)
+    config1.train.batch_size = budget.batch_size or config1.train.batch_size
+    model1 = train_run(config1, stage1_variant, stage1, real=not budget.quick)
+    stage2 = runs / f"stage2-{variant}-seed{seed}"
+    if (stage2 / "model" / "framemem.json").exists():
+        return stage2 / "model"
+    config = get_preset("tiny")
+    config.train.seed, config.train.lr = seed, config.ar.lr
+    config.train.batch_size = budget.batch_size or config.train.batch_size
+    config.train.steps = budget.stage2_steps + (budget.stage1_steps if variant == "without_pretrain" else 0)
+    config.train.eval_every = config.train.checkpoint_every = max(1, min(250, config.train.steps))
+    fresh, window = None, None
+    if variant == "without_pretrain":
+        fresh = "proposed"
+    elif variant == "sliding_window":
+        fresh, window, config.model.rate = "large_patchifier", 0.5, parse_rate("1x1x1")
+    finetune(config, model1, stage2, resume=latest_checkpoint(stage2) is not None, fresh_memory=fresh,
+             window_seconds=window)
+    return stage2 / "model"
+
+
+@torch.no_grad()
+def evaluate_case(model, case: dict, budget: ConsistencyBudget, seed: int) -> tuple[dict, np.ndarray]:
+    """Generate the return of one case; scores and the generated frames inside the return shot."""
+    from .autoregressive import generate
+    from .storyboard import Storyboard
+    from .video import to_model, to_uint8
+
+    mc = model.config.model
+    block = model.codec.pixel_frames(model.encoder.block_frames)
+    back, video = case["back"], case["video"]
+    start = back.start // block * block
+    board = Storyboard(tuple(s.start / mc.fps for s in case["shots"]), tuple(s.caption for s in case["shots"]))
+    init = to_model(torch.from_numpy(video[:start])[None])
+    out, _ = generate(model, board, budget.generate_seconds, init, seed=seed, steps=budget.sample_steps, progress=False)
+    generated = to_uint8(out[0, :, back.start : min(back.end, out.shape[2])]).numpy()
+    return match_scores(generated, video[case["first"].start : case["first"].end]), generated
+
+
+def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
+    """Train every variant × seed, evaluate every case; write OUT.md/.json/-grid.png."""
+    from .inference import load_model
+
+    config = get_preset("tiny")
+    if budget.quick:
+        config.model.seconds = 4.0
+    cases = find_cases(config, budget.cases, 0.0 if budget.quick else budget.min_gap_seconds, not budget.quick)
+    references = {"truth": [], "other_scene": []}
+    for case in cases:
+        first = case["video"][case["first"].start : case["first"].end]
+        references["truth"].append(match_scores(case["video"][case["back"].start : case["back"].end], first))
+        references["other_scene"].append(match_scores(case["video"][case["other"].start : case["other"].end], first))
+    records, pictures = [], {}
+    for variant in VARIANTS:
+        per_seed = []
+        for seed in budget.seeds:
+            model = load_model(train_variant(variant, seed, budget, runs))
+            scores = []
+            for i, case in enumerate(cases):
+                score, frames = evaluate_case(model, case, budget, seed)
+                scores.append(score)
+                if seed == budget.seeds[0] and i == 0:
+                    pictures[variant] = frames
+            per_seed.append({k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")})
+        record = {"variant": variant, "seeds": list(budget.seeds), "per_seed": per_seed}
+        for key in ("psnr", "ssim", "feature"):
+            values = [s[key] for s in per_seed]
+            record[f"{key}_mean"], record[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+        records.append(record)
+    refs = {name: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")}
+            for name, scores in references.items()}
+    result = {"budget": asdict(budget), "cases": [{"seed": c["seed"], "first": [c["first"].start, c["first"].end],
+                                                   "return": [c["back"].start, c["back"].end], "scene": c["back"].scene}
+                                                  for c in cases], "references": refs, "records": records}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    from .bench_report import consistency_grid, write_consistency_markdown
+
+    consistency_grid(cases[0], pictures, out.with_name(out.name + "-grid.png"))
+    write_consistency_markdown(result, out.with_suffix(".md"))
+    return result
