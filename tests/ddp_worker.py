@@ -1,5 +1,5 @@
-"""Run under torchrun by test_multiprocess.py: stage-1 training on every rank, then each
-rank writes a fingerprint of its weights (RUN/weights-rank-R.json)."""
+"""Run under torchrun by test_multiprocess.py: stage-1 training, then stage-2 fine-tuning of
+its model, on every rank; each rank writes fingerprints of its weights (RUN/weights-rank-R.json)."""
 import hashlib
 import json
 import sys
@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import small_config  # noqa: E402
 
+from framemem.autoregressive import finetune  # noqa: E402
 from framemem.train import pretrain  # noqa: E402
 
 
@@ -25,4 +26,6 @@ if __name__ == "__main__":
     trainer = pretrain(config, run)
     rank = trainer.accelerator.process_index
     record = {"world": trainer.accelerator.num_processes, "weights": fingerprint(trainer.unwrapped)}
+    stage2 = finetune(config, run / "model", run / "stage2")
+    record["stage2"] = fingerprint(stage2.unwrapped)
     (run / f"weights-rank-{rank}.json").write_text(json.dumps(record))

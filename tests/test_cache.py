@@ -81,12 +81,19 @@ def test_cache_from_another_preset_is_refused(tmp_path, video_folder, capsys):
     assert code == 2 and len(err) == 1 and "cache was written for preset 'tiny'" in err[0]
 
 
-def test_pretrain_reads_the_cache(tmp_path, video_folder, config):
+def test_both_stages_read_the_cache(tmp_path, video_folder, config):
+    from framemem.autoregressive import finetune
+
     config.model.height = config.model.width = 64
     build_cache(config, video_folder, tmp_path / "cache")
     config.train.steps = 2
     trainer = pretrain(config, tmp_path / "run", cache=tmp_path / "cache")
     assert trainer.step == 2 and (tmp_path / "run" / "model" / "framemem.json").is_file()
+    histories = CachedHistories(tmp_path / "cache", config, trainer.unwrapped.encoder.block_frames)
+    _, _, captions = histories.captioned_batch(np.random.default_rng(0), 8, 4)
+    assert "a red square drifts" in captions and "" in captions
+    trainer = finetune(config, tmp_path / "run" / "model", tmp_path / "ar", cache=tmp_path / "cache")
+    assert trainer.step == 2 and (tmp_path / "ar" / "model" / "text_encoder").is_dir()
 
 
 def test_two_processes_share_the_videos(tmp_path, video_folder):

@@ -10,7 +10,7 @@ from framemem.model import FrameMem
 from framemem.train import latest_checkpoint, pretrain
 
 
-def test_two_processes_train_in_sync_and_resume_on_one(tmp_path, config):
+def test_two_processes_train_both_stages_in_sync_and_resume_on_one(tmp_path, config):
     run = tmp_path / "run"
     worker = Path(__file__).parent / "ddp_worker.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker), str(run)]
@@ -21,6 +21,7 @@ def test_two_processes_train_in_sync_and_resume_on_one(tmp_path, config):
     # ranks drew different histories (data is seeded by rank) yet hold identical weights:
     # the gradients were averaged
     assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["stage2"] == ranks[1]["stage2"]  # stage 2 too (LoRA and text encoder)
     fresh = FrameMem.build(config)
     assert fingerprint(fresh) != ranks[0]["weights"]  # and training did change them
 

@@ -52,10 +52,14 @@ class ARBatch:
 
 
 def draw_batch(sampler, model, rng: np.random.Generator, size: int) -> ARBatch:
-    """Stage-2 clips from a `HistorySampler` (rendering ≥ window + section): a history length
-    in whole blocks from 0 to the window, then the section, with the section's caption."""
+    """Stage-2 clips from a `HistorySampler` (rendering ≥ window + section) or a cache
+    (`CachedHistories`): a history length in whole blocks from 0 to the window, then the
+    section, with the section's caption (a cached video's own caption)."""
     codec, block, section = model.codec, model.encoder.block_frames, section_latent_frames(model)
     history = int(rng.integers(0, window_blocks(model) + 1)) * block
+    if hasattr(sampler, "captioned_batch"):
+        latents, low_res, captions = sampler.captioned_batch(rng, size, history + section)
+        return ARBatch((latents, low_res), captions, max(0, latents.shape[2] - section))
     frames = codec.pixel_frames(history + section)
     middle = codec.pixel_frames(history) + (frames - codec.pixel_frames(history)) // 2 if history else frames // 2
     pairs = [sampler.sample_with_caption(rng, frames, caption_at=min(middle, frames - 1)) for _ in range(size)]
@@ -244,13 +248,15 @@ def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]
 
 
 def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False, max_minutes: float | None = None,
-             export_dtype: torch.dtype | None = None, fresh_memory: str | None = None, window_seconds: float | None = None):
+             export_dtype: torch.dtype | None = None, fresh_memory: str | None = None, window_seconds: float | None = None,
+             cache=None):
     """Stage 2: fine-tune a stage-1 checkpoint (`memory_checkpoint`) into an autoregressive
     model; `config` supplies `ar` and `train`, the checkpoint the model numbers.
 
     Baselines: `fresh_memory` (a variant name) replaces φ by a new one trained here, at
     `config.model.rate` ("Without Pretrain"; the DiT's patchifier at rate 1×1×1 with a short
-    `window_seconds` is a sliding window of full-resolution frames).
+    `window_seconds` is a sliding window of full-resolution frames). `cache`: a `framemem
+    cache` folder to train from (latents and captions) instead of rendering / decoding.
     Returns the trainer after exporting `run_dir/model`."""
     from pathlib import Path
 
@@ -291,6 +297,10 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps)) if data is not None else None
     render = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames + section_latent_frames(model))
     sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool, render_frames=render)
+    if cache is not None:
+        from .cache import CachedHistories
+
+        sampler = CachedHistories(cache, config, model.encoder.block_frames)
     clips, prompts = heldout_clips(model)
 
     def objective(m, batch, generator):

@@ -223,15 +223,21 @@ class CachedHistories:
 
     def batch(self, rng: np.random.Generator, size: int, latent_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, C, T', H', W') and low_res (B, C, T'', h, w) of one bucket."""
+        latents, low_res, _ = self.captioned_batch(rng, size, latent_frames)
+        return latents, low_res
+
+    def captioned_batch(self, rng: np.random.Generator, size: int, latent_frames: int):
+        """`batch` and the captions of its videos ("" where a video has none)."""
         names = sorted(self.by_bucket)
         weights = np.array([len(self.by_bucket[n]) for n in names], dtype=float)
         pool = self.by_bucket[names[rng.choice(len(names), p=weights / weights.sum())]]
         longest = max(v["latent_frames"] for v in pool)
         frames = min(latent_frames, longest // self.block * self.block or longest)
         usable = [v for v in pool if v["latent_frames"] >= frames]
-        pairs = []
+        pairs, captions = [], []
         for _ in range(size):
             video = usable[rng.integers(len(usable))]
             start = int(rng.integers(0, (video["latent_frames"] - frames) // self.block + 1)) * self.block
             pairs.append(self._read(video, start, frames))
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+            captions.append(video.get("caption") or "")
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), captions

@@ -89,7 +89,8 @@ def cmd_finetune(args) -> None:
     if args.train_memory:
         config.ar.train_memory = True
     finetune(config, args.memory_checkpoint, args.out, data=args.data, resume=args.resume, max_minutes=args.max_minutes,
-             export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory, window_seconds=args.window_seconds)
+             export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory, window_seconds=args.window_seconds,
+             cache=args.cache)
     print(f"model written to {Path(args.out) / 'model'}")
 
 
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
+    p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
     p.add_argument("--fresh-memory", metavar="VARIANT", help="baseline: a new φ of this variant (at --rate), trained in stage 2")
     p.add_argument("--rate", help="with --fresh-memory: its compression HxWxT")
     p.add_argument("--window-seconds", type=float, help="with --fresh-memory: history window (default: the preset's)")
