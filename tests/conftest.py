@@ -46,8 +46,24 @@ def procedural_mp4(tmp_path):
     return make
 
 
+def write_tiny_umt5(folder, vocab_words=("a", "ginger", "cat", "brick", "wall", "red", "square", "drifts")):
+    """A tiny random umT5 encoder and a word-level tokenizer in Wan's folder layout."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *vocab_words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>") \
+        .save_pretrained(folder / "tokenizer")
+    torch.manual_seed(0)
+    UMT5EncoderModel(UMT5Config(vocab_size=len(vocab), d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32)) \
+        .save_pretrained(folder / "text_encoder")
+    return folder
+
+
 def random_video(batch: int, frames: int, size: int) -> torch.Tensor:
     return torch.rand(batch, 3, frames, size, size) * 2 - 1
 
 
-__all__ = ["small_config", "random_video", "np"]
+__all__ = ["small_config", "random_video", "write_tiny_umt5", "np"]

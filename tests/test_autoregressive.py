@@ -49,18 +49,11 @@ def test_hashed_text_encoder():
 
 
 def test_umt5_text_encoder_from_a_local_folder(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from conftest import write_tiny_umt5
 
     from framemem.text import UMT5TextEncoder
 
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", "a", "ginger", "cat", "brick", "wall"])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>") \
-        .save_pretrained(tmp_path / "wan" / "tokenizer")
-    UMT5EncoderModel(UMT5Config(vocab_size=8, d_model=16, num_layers=1, num_heads=2, d_kv=8, d_ff=32)) \
-        .save_pretrained(tmp_path / "wan" / "text_encoder")
+    write_tiny_umt5(tmp_path / "wan")
     enc = UMT5TextEncoder(str(tmp_path / "wan"), max_tokens=6)
     out = enc(["a ginger cat", "brick wall"])
     assert out.shape == (2, 6, 16) and out[0, :3].abs().sum() > 0

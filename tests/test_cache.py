@@ -90,8 +90,8 @@ def test_both_stages_read_the_cache(tmp_path, video_folder, config):
     trainer = pretrain(config, tmp_path / "run", cache=tmp_path / "cache")
     assert trainer.step == 2 and (tmp_path / "run" / "model" / "framemem.json").is_file()
     histories = CachedHistories(tmp_path / "cache", config, trainer.unwrapped.encoder.block_frames)
-    _, _, captions = histories.captioned_batch(np.random.default_rng(0), 8, 4)
-    assert "a red square drifts" in captions and "" in captions
+    _, _, captions, text = histories.captioned_batch(np.random.default_rng(0), 8, 4)
+    assert "a red square drifts" in captions and "" in captions and text is None  # hashed: trained, not cached
     trainer = finetune(config, tmp_path / "run" / "model", tmp_path / "ar", cache=tmp_path / "cache")
     assert trainer.step == 2 and (tmp_path / "ar" / "model" / "text_encoder").is_dir()
 
@@ -110,3 +110,28 @@ def test_two_processes_share_the_videos(tmp_path, video_folder):
     ranks = {p.name: {json.loads(line)["source"] for line in p.read_text().splitlines()}
              for p in (out / "progress").glob("*.jsonl")}
     assert len(ranks) == 2 and not set.intersection(*ranks.values())
+
+
+def test_a_frozen_text_encoder_has_its_caption_embeddings_cached(tmp_path, video_folder, config):
+    from conftest import write_tiny_umt5
+
+    from framemem.autoregressive import ar_loss, draw_batch
+    from framemem.text import UMT5TextEncoder, build_text_encoder
+
+    config.model.height = config.model.width = 64
+    config.model.transformer["text_dim"] = 16
+    config.ar.text_encoder, config.ar.text_tokens = "umt5", 6
+    config.ar.text_encoder_path = str(write_tiny_umt5(tmp_path / "wan"))
+    build_cache(config, video_folder, tmp_path / "cache")
+    model = FrameMem.build(config)
+    histories = CachedHistories(tmp_path / "cache", config, model.encoder.block_frames)
+    encoder = UMT5TextEncoder(config.ar.text_encoder_path, max_tokens=6)
+    captioned = next(v for v in histories.videos if v["caption"])
+    expected = encoder([captioned["caption"]])[0]
+    assert torch.allclose(histories.text(captioned), expected, atol=2e-2)  # stored in bf16
+    assert torch.allclose(histories.null_text, encoder([""])[0], atol=2e-2)
+    batch = draw_batch(histories, model, np.random.default_rng(1), 3)
+    assert batch.text.shape == (3, 6, 16)
+    model.text_encoder = build_text_encoder(config.ar, 16, None)
+    loss = ar_loss(model, batch, config.ar, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)

@@ -45,10 +45,13 @@ class ARBatch:
     clips: torch.Tensor | tuple
     prompts: list[str]
     history: int
+    text: torch.Tensor | None = None  # cached prompt embeddings (B, L, D) and the empty one's (L, D)
+    null_text: torch.Tensor | None = None
 
     def to(self, device) -> "ARBatch":
         clips = self.clips.to(device) if torch.is_tensor(self.clips) else tuple(c.to(device) for c in self.clips)
-        return ARBatch(clips, self.prompts, self.history)
+        text, null = (None, None) if self.text is None else (self.text.to(device), self.null_text.to(device))
+        return ARBatch(clips, self.prompts, self.history, text, null)
 
 
 def draw_batch(sampler, model, rng: np.random.Generator, size: int) -> ARBatch:
@@ -58,8 +61,8 @@ def draw_batch(sampler, model, rng: np.random.Generator, size: int) -> ARBatch:
     codec, block, section = model.codec, model.encoder.block_frames, section_latent_frames(model)
     history = int(rng.integers(0, window_blocks(model) + 1)) * block
     if hasattr(sampler, "captioned_batch"):
-        latents, low_res, captions = sampler.captioned_batch(rng, size, history + section)
-        return ARBatch((latents, low_res), captions, max(0, latents.shape[2] - section))
+        latents, low_res, captions, text = sampler.captioned_batch(rng, size, history + section)
+        return ARBatch((latents, low_res), captions, max(0, latents.shape[2] - section), text, sampler.null_text)
     frames = codec.pixel_frames(history + section)
     middle = codec.pixel_frames(history) + (frames - codec.pixel_frames(history)) // 2 if history else frames // 2
     pairs = [sampler.sample_with_caption(rng, frames, caption_at=min(middle, frames - 1)) for _ in range(size)]
@@ -88,7 +91,10 @@ def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> tor
     if memory is not None and torch.rand((), generator=generator).item() < ar_config.memory_dropout:
         memory = None
     keep = torch.rand(b, generator=generator) >= ar_config.text_dropout
-    text = model.text_encoder([p if k else "" for p, k in zip(batch.prompts, keep.tolist())])
+    if batch.text is not None:
+        text = torch.where(keep.to(batch.text.device)[:, None, None], batch.text, batch.null_text[None])
+    else:
+        text = model.text_encoder([p if k else "" for p, k in zip(batch.prompts, keep.tolist())])
     t = sample_timesteps((b,), ar_config.t_mean, ar_config.t_std, ar_config.t_shift, generator)
     t = t[:, None].expand(b, section).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0)

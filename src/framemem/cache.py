@@ -4,11 +4,13 @@ For every video: decode at the preset's fps, resize to cover and centre-crop to 
 aspect bucket (the preset's frame for landscape sources, the same frame turned on its
 side for portrait ones, like the paper's Shorts), then store the full-resolution latents
 and the low-resolution latents of φ's LR branch. Captions from a sidecar `.txt` are kept
-in the manifest (caption embeddings arrive with the stage-2 text encoders).
+in the manifest; with a frozen text encoder (Wan's umT5) their embeddings are cached too.
 
 Layout:
     CACHE/manifest.json          preset, the numbers the latents depend on, buckets, videos
-    CACHE/shards/*.safetensors   "{id}/latents" (C, T', H', W'), "{id}/low_res" (C, T'', h, w)
+    CACHE/shards/*.safetensors   "{id}/latents" (C, T', H', W'), "{id}/low_res" (C, T'', h, w),
+                                 "{id}/text" (L', D) bf16 without padding (umT5 presets)
+    CACHE/null_text.safetensors  the empty prompt's embedding (classifier-free guidance)
     CACHE/progress/rank-R.jsonl  one line per finished (or skipped) video: resumable
 
 Under `accelerate launch` / `torchrun`, each process takes the unfinished videos
@@ -37,6 +39,7 @@ from .errors import FrameMemError
 
 log = logging.getLogger("framemem")
 MANIFEST = "manifest.json"
+NULL_TEXT = "null_text.safetensors"
 
 
 def cache_key(config: FrameMemConfig) -> dict:
@@ -46,7 +49,8 @@ def cache_key(config: FrameMemConfig) -> dict:
     return {"codec": mc.codec, "codec_factor": mc.codec_factor, "codec_temporal_factor": mc.codec_temporal_factor,
             "codec_channels": mc.codec_channels, "codec_scale": mc.codec_scale,
             "fps": mc.fps, "height": mc.height, "width": mc.width, "rate": list(mc.rate),
-            "patch_size": list(mc.transformer.get("patch_size", (1, 2, 2)))}
+            "patch_size": list(mc.transformer.get("patch_size", (1, 2, 2))),
+            "text_encoder": config.ar.text_encoder if config.ar.text_encoder == "umt5" else None}
 
 
 def buckets(config: FrameMemConfig) -> dict[str, tuple[int, int]]:
@@ -59,6 +63,12 @@ def pick_bucket(size: tuple[int, int], choices: dict[str, tuple[int, int]]) -> s
     """The bucket whose aspect ratio is nearest (in log ratio) to a source of (height, width)."""
     aspect = np.log(size[0] / size[1])
     return min(choices, key=lambda name: abs(np.log(choices[name][0] / choices[name][1]) - aspect))
+
+
+def _trim(text: torch.Tensor) -> torch.Tensor:
+    """(1, L, D) embeddings without their zero padding, in bf16 (what the cache stores)."""
+    keep = max(1, int((text[0].abs().sum(-1) > 0).sum()))
+    return text[:, :keep].to(torch.bfloat16)
 
 
 def video_id(path: Path) -> str:
@@ -134,6 +144,13 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     codec = build_codec(mc).to(accelerator.device)
     geometry = MemoryEncoder(latent_channels=codec.channels, dit_width=1, patch_size=tuple(key["patch_size"]),
                              rate=tuple(mc.rate), variant="only_lr")  # no weights: φ's geometry only
+    text_encoder = None  # a frozen encoder's caption embeddings are cached; a trained one's cannot be
+    if key["text_encoder"]:
+        from .text import build_text_encoder
+
+        text_encoder = build_text_encoder(config.ar, 0, mc.transformer_path).to(accelerator.device)
+        if accelerator.is_main_process:
+            save_file({"text": _trim(text_encoder([""]))[0].cpu().contiguous()}, str(out / NULL_TEXT))
     choices = buckets(config)
     max_frames = int(round((max_seconds or 3 * mc.seconds) * mc.fps))
     progress_file = out / "progress" / f"rank-{rank}.jsonl"
@@ -172,6 +189,10 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
         tensors[f"{vid}/latents"] = latents[0].cpu().contiguous()
         tensors[f"{vid}/low_res"] = low_res[0].cpu().contiguous()
         caption = path.with_suffix(".txt")
+        if text_encoder is not None:
+            with torch.no_grad():
+                text = text_encoder([caption.read_text().strip() if caption.is_file() else ""])
+            tensors[f"{vid}/text"] = _trim(text)[0].cpu().contiguous()
         pending.append({"source": str(path), "id": vid, "bucket": bucket, "frames": frames_used,
                         "latent_frames": latents.shape[2], "caption": caption.read_text().strip() if caption.is_file() else None})
         if len(pending) >= shard_videos:
@@ -210,9 +231,27 @@ class CachedHistories:
             raise FrameMemError(f"{self.path}: cache holds no usable video")
         self.block = block_frames
         self.rate_t = config.model.rate[2]
+        self.text_tokens = config.ar.text_tokens
+        self.null_text = None
+        if self.manifest["key"].get("text_encoder"):
+            with safe_open(str(self.path / NULL_TEXT), framework="pt") as f:
+                self.null_text = self._pad(f.get_tensor("text"))
         self.by_bucket: dict[str, list[dict]] = {}
         for video in self.videos:
             self.by_bucket.setdefault(video["bucket"], []).append(video)
+
+    def _pad(self, text: torch.Tensor) -> torch.Tensor:
+        """(L', D) stored embeddings -> (text_tokens, D) float, zero-padded."""
+        out = text.new_zeros(self.text_tokens, text.shape[-1], dtype=torch.float32)
+        out[: min(len(text), self.text_tokens)] = text[: self.text_tokens].float()
+        return out
+
+    def text(self, video: dict) -> torch.Tensor | None:
+        """The cached caption embedding of a video (text_tokens, D), or None."""
+        if self.null_text is None:
+            return None
+        with safe_open(str(self.path / "shards" / video["shard"]), framework="pt") as f:
+            return self._pad(f.get_tensor(f"{video['id']}/text"))
 
     def _read(self, video: dict, start: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         with safe_open(str(self.path / "shards" / video["shard"]), framework="pt") as f:
@@ -223,21 +262,24 @@ class CachedHistories:
 
     def batch(self, rng: np.random.Generator, size: int, latent_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, C, T', H', W') and low_res (B, C, T'', h, w) of one bucket."""
-        latents, low_res, _ = self.captioned_batch(rng, size, latent_frames)
+        latents, low_res, _, _ = self.captioned_batch(rng, size, latent_frames)
         return latents, low_res
 
     def captioned_batch(self, rng: np.random.Generator, size: int, latent_frames: int):
-        """`batch` and the captions of its videos ("" where a video has none)."""
+        """`batch`, the captions of its videos ("" where a video has none) and, for a cache
+        of a frozen text encoder, their embeddings (B, L, D) (else None)."""
         names = sorted(self.by_bucket)
         weights = np.array([len(self.by_bucket[n]) for n in names], dtype=float)
         pool = self.by_bucket[names[rng.choice(len(names), p=weights / weights.sum())]]
         longest = max(v["latent_frames"] for v in pool)
         frames = min(latent_frames, longest // self.block * self.block or longest)
         usable = [v for v in pool if v["latent_frames"] >= frames]
-        pairs, captions = [], []
+        pairs, captions, texts = [], [], []
         for _ in range(size):
             video = usable[rng.integers(len(usable))]
             start = int(rng.integers(0, (video["latent_frames"] - frames) // self.block + 1)) * self.block
             pairs.append(self._read(video, start, frames))
             captions.append(video.get("caption") or "")
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), captions
+            texts.append(self.text(video))
+        text = torch.stack(texts) if self.null_text is not None else None
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), captions, text
