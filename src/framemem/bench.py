@@ -85,12 +85,19 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     return run_dir / "model"
 
 
+def reference_scores(frames: list[dict]) -> dict:
+    """The references at the evaluated frames (the same frames for every run): the bicubic
+    copy (down by the spatial rate and back up) and the history's mean frame."""
+    return {name: {"psnr": float(np.mean([r[f"{name}_psnr"] for r in frames])),
+                   "ssim": float(np.mean([r[f"{name}_ssim"] for r in frames]))} for name in ("bicubic", "mean_frame")}
+
+
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
     from .evaluation import evaluate_retrieval, unseen_videos
     from .inference import load_model
 
-    records, evals = [], {}
+    records, evals, references = [], {}, None
     for variant, rate in budget.specs:
         scores = []
         for seed in budget.seeds:
@@ -100,6 +107,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
             result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
+            references = references or reference_scores(frames)
             tokens = next(iter(result["videos"].values()))["tokens"]
             scores.append({"seed": seed, "psnr": float(np.mean([r["psnr"] for r in frames])),
                            "ssim": float(np.mean([r["ssim"] for r in frames])), "tokens": tokens})
@@ -113,7 +121,8 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             "lpips": None, "seeds": list(budget.seeds), "per_seed": scores,
             "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,
         })
-    result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records}
+    result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
+              "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     from .bench_report import plot_tokens, retrieval_grid, write_markdown

@@ -61,6 +61,9 @@ def write_markdown(result: dict, path: Path) -> None:
         paper_cells = " | ".join(f"{paper[k]:g}" if k in paper else "—" for k in ("psnr", "ssim", "lpips"))
         lines.append(f"| {label(r)} | {r['tokens']:,} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | unavailable | {paper_cells} |")
+    names = {"bicubic": "reference: each frame down 4×4 and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
+    for name, ref in (result.get("references") or {}).items():
+        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | — | — | — | — |")
     lines += ["", "LPIPS: unavailable — it needs a local backbone weight file, and no estimate stands in for it.",
               "", "The paper's orderings:", "", *orderings(result["records"]), "",
               f"![PSNR against memory tokens]({path.stem}-tokens.png)", "",
