@@ -25,7 +25,8 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     assert data["records"][0]["paper"] == {"psnr": 17.41, "ssim": 0.596, "lpips": 0.171}
     table = (tmp_path / "table1.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
-    assert len(rows) == 2 and "LPIPS: unavailable" in table
+    assert len(rows) == 2 + 2 and "LPIPS: unavailable" in table  # two variants, two references
+    assert set(data["references"]) == {"bicubic", "mean_frame"}
     grid = Image.open(tmp_path / "table1-grid.png")
     assert grid.height >= 3 * 64  # the truth row and one row per variant
     assert Image.open(tmp_path / "table1-tokens.png").size[0] > 0
