@@ -318,13 +318,4 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
 
     trainer = Trainer(config, run_dir, model, objective, lambda rng: draw_batch(sampler, model, rng, tc.batch_size),
                       evaluate, stage="finetune", find_unused_parameters=ar.train_memory or bool(fresh_memory))
-    if resume:
-        trainer.resume()
-    config.save(run_dir / "framemem.json")
-    trainer.train(max_minutes=max_minutes)
-    trainer.export(dtype=export_dtype)
-    if trainer.accelerator.is_main_process:
-        from .plots import plot_curves
-
-        plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
-    return trainer
+    return trainer.fit(resume, max_minutes, export_dtype)

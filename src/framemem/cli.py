@@ -193,6 +193,19 @@ def cmd_bench(args) -> None:
     print(f"wrote {args.out or 'docs/table1'}.md, .json, -tokens.png, -grid.png")
 
 
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    """Options both training stages take."""
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framemem", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -209,15 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="proposed",
                    help="memory encoder: proposed, only_lr, without_lr, large_patchifier or framepack")
     p.add_argument("--rate", help="compression HxWxT, e.g. 4x4x2")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
-    p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
+    _training_arguments(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="stage 2: fine-tune a pretrained memory into an autoregressive video model")
@@ -226,18 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
-    p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
     p.add_argument("--fresh-memory", metavar="VARIANT", help="baseline: a new φ of this variant (at --rate), trained in stage 2")
     p.add_argument("--rate", help="with --fresh-memory: its compression HxWxT")
     p.add_argument("--window-seconds", type=float, help="with --fresh-memory: history window (default: the preset's)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    _training_arguments(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("generate", help="a long video from a storyboard, section by section with a memory")

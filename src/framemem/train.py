@@ -172,6 +172,19 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return path
 
+    def fit(self, resume: bool = False, max_minutes: float | None = None, export_dtype: torch.dtype | None = None) -> "Trainer":
+        """A whole run: resume if asked, train, export `run_dir/model`, plot `curves.png`."""
+        if resume:
+            self.resume()
+        self.config.save(self.run_dir / "framemem.json")
+        self.train(max_minutes=max_minutes)
+        self.export(dtype=export_dtype)
+        if self.accelerator.is_main_process:
+            from .plots import plot_curves
+
+            plot_curves(self.run_dir / "log.jsonl", self.run_dir / "curves.png")
+        return self
+
     # ---- loop -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
@@ -297,13 +310,4 @@ def pretrain(
         return memory_diagnostics(m, [v.to(next(m.parameters()).device) for v in heldout])
 
     trainer = Trainer(config, run_dir, model, objective, make_batch, evaluate)
-    if resume:
-        trainer.resume()
-    config.save(run_dir / "framemem.json")
-    trainer.train(max_minutes=max_minutes)
-    trainer.export(dtype=export_dtype)
-    if trainer.accelerator.is_main_process:
-        from .plots import plot_curves
-
-        plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
-    return trainer
+    return trainer.fit(resume, max_minutes, export_dtype)
