@@ -235,7 +235,7 @@ def _tiny() -> FrameMemConfig:
         sample_steps=16,
     )
     ar = ARConfig(section_seconds=1.0, text_encoder="hashed", text_tokens=16, text_buckets=2048, t_shift=1.0,
-                  lora_rank=32, steps=3000, lr=5e-4, cfg=2.0, sample_steps=16)
+                  lora_rank=32, steps=2000, lr=5e-4, cfg=2.0, sample_steps=16)
     return FrameMemConfig("tiny", model, train, ar)
 
 
