@@ -17,3 +17,18 @@ def test_shipped_checkpoint_loads_and_demo_writes_outputs(tmp_path, capsys):
     for record in metrics["per_frame"]:
         label = f"{record['time']:.2f}"
         assert (tmp_path / f"gt_{label}.png").exists() and (tmp_path / f"retrieved_{label}.png").exists()
+
+
+def test_demo_continues_the_video_with_the_shipped_stage2_model(tmp_path, capsys):
+    from framemem.cli import DEFAULT_AR_CHECKPOINT
+    from framemem.video import load_frames
+
+    model = FrameMem.from_pretrained(DEFAULT_AR_CHECKPOINT)
+    assert model.config.stage == 2 and model.text_encoder is not None
+    assert main(["demo", "--out", str(tmp_path), "--seed", "2", "--frames", "1", "--steps", "2"]) == 0
+    frames = load_frames(tmp_path / "generated.mp4", 4.0, 64, 64)
+    assert len(frames) == (8 + 12) * 4  # the 8 s init video, then 12 one-second sections
+    sections = json.loads((tmp_path / "generated.json").read_text())["sections"]
+    assert len(sections) == 12 and sections[0]["memory_tokens"] == 64  # 8 s of history at 4x4x2
+    assert sections[-1]["memory_tokens"] == 19 * 8  # 19 s of history before the last section
+    assert (tmp_path / "generated.png").stat().st_size > 0
