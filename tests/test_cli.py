@@ -73,3 +73,13 @@ def test_mismatched_checkpoint_is_refused(checkpoint, config, tmp_path, procedur
     code, _, err = run(["retrieve", "--checkpoint", other, "--video", procedural_mp4(2.0), "--times", "1",
                         "--out", tmp_path / "o"], capsys)
     assert code == 2 and "do not match" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "wan2.2-ti2v-5b", "--model-path", "/no/such/wan-folder"], "/no/such/wan-folder: no such folder"),
+    (["--preset", "tiny", "--model-path", "/models/wan"], "preset 'tiny' has no Wan weights to load"),
+])
+def test_model_path_errors_are_one_line(args, message, tmp_path, capsys):
+    code = main(["pretrain", *args, "--out", str(tmp_path / "run"), "--steps", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
