@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .errors import FrameMemError
 from .flow import add_noise, sample, sample_timesteps, velocity_target
 from .memory import MemoryTokens
+from .video import to_model
 
 
 def section_latent_frames(model) -> int:
@@ -62,12 +63,11 @@ def draw_batch(sampler, model, rng: np.random.Generator, size: int) -> ARBatch:
     history = int(rng.integers(0, window_blocks(model) + 1)) * block
     if hasattr(sampler, "captioned_batch"):
         latents, low_res, captions, text = sampler.captioned_batch(rng, size, history + section)
-        return ARBatch((latents, low_res), captions, max(0, latents.shape[2] - section), text, sampler.null_text)
+        history = max(0, latents.shape[2] - section) // block * block  # short videos: shorter windows
+        return ARBatch((latents, low_res), captions, history, text, sampler.null_text)
     frames = codec.pixel_frames(history + section)
     middle = codec.pixel_frames(history) + (frames - codec.pixel_frames(history)) // 2 if history else frames // 2
     pairs = [sampler.sample_with_caption(rng, frames, caption_at=min(middle, frames - 1)) for _ in range(size)]
-    from .video import to_model
-
     return ARBatch(to_model(torch.stack([p[0] for p in pairs])), [p[1] for p in pairs], history)
 
 
@@ -84,9 +84,9 @@ def split_memory(model, latents: torch.Tensor, low_res: torch.Tensor | None, his
 def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> torch.Tensor:
     """One stage-2 flow loss on the section tokens (Eq. 4)."""
     latents, low_res = model.history_latents(batch.clips) if torch.is_tensor(batch.clips) else batch.clips
-    h, section = batch.history, section_latent_frames(model)
-    x0 = latents[:, :, h : h + section]
-    b = x0.shape[0]
+    h = batch.history
+    x0 = latents[:, :, h : h + section_latent_frames(model)]
+    b, section = x0.shape[0], x0.shape[2]
     memory = split_memory(model, latents, low_res, h)
     if memory is not None and torch.rand((), generator=generator).item() < ar_config.memory_dropout:
         memory = None
@@ -240,7 +240,6 @@ def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]
     """`count` never-trained procedural clips of a full history window + one section, and
     the captions of their sections."""
     from .data import HELDOUT_SEED_BASE, HistorySampler
-    from .video import to_model
 
     mc, codec = model.config.model, model.codec
     frames = codec.pixel_frames(window_blocks(model) * model.encoder.block_frames + section_latent_frames(model))
