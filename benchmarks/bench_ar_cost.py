@@ -80,9 +80,6 @@ def part_append(preset: str, repeats: int) -> dict:
     import torch
 
     from framemem.autoregressive import MemoryState
-    from framemem.codecs import codec_geometry
-    from framemem.config import get_preset
-    from framemem.model import build_memory_encoder
 
     if preset == "tiny":
         model = build("framemem")
@@ -98,16 +95,10 @@ def part_append(preset: str, repeats: int) -> dict:
             model.encode_history(history)
         sizes = (section.shape[2], history.shape[2])
     else:
-        mc = get_preset(preset).model
-        codec = codec_geometry(mc)
-        patch = tuple(mc.transformer["patch_size"])
-        width = mc.transformer["num_attention_heads"] * mc.transformer["attention_head_dim"]
-        encoder = build_memory_encoder(mc, codec.channels, width, patch).eval()
-        embedding = torch.nn.Conv3d(codec.channels, width, patch, stride=patch)
-        shape = codec.latent_shape(int(mc.seconds * mc.fps) + 1, mc.height, mc.width)
-        latents = torch.randn(1, codec.channels, *shape)
-        grid = encoder.memory_grid(shape)
-        low_res = torch.randn(1, codec.channels, grid[0] * patch[0], grid[1] * patch[1], grid[2] * patch[2])
+        from bench_encoder import real_width_encoder
+
+        encoder, embedding, latents, low_res, facts = real_width_encoder(preset)
+        mc, codec, patch, shape = facts["mc"], facts["codec"], facts["patch"], facts["latent_shape"]
         block = encoder.block_frames
         section_frames = max(block, int(mc.fps) // codec.temporal_factor // block * block)  # 1 s
 

@@ -25,7 +25,10 @@ PRESETS = ("wan2.2-ti2v-5b", "wan-14b")
 CHUNKS = (None, 8, 2)
 
 
-def part(preset: str, chunk: int | None, repeats: int) -> dict:
+def real_width_encoder(preset: str):
+    """φ of a Wan preset at its real widths (random weights), the DiT's patch embedding at real
+    size, and random latents + LR-branch input of the preset's 20 s history.
+    Returns (encoder, patch_embedding, latents (1, C, T', H', W'), low_res, facts)."""
     import torch
 
     from framemem.codecs import codec_geometry
@@ -38,12 +41,21 @@ def part(preset: str, chunk: int | None, repeats: int) -> dict:
     width = mc.transformer["num_attention_heads"] * mc.transformer["attention_head_dim"]
     torch.manual_seed(0)
     encoder = build_memory_encoder(mc, codec.channels, width, patch).eval()
-    patch_embedding = torch.nn.Conv3d(codec.channels, width, patch, stride=patch)  # the DiT's, at real size
+    patch_embedding = torch.nn.Conv3d(codec.channels, width, patch, stride=patch)
     frames = codec.pixel_frames(codec.latent_frames(int(mc.seconds * mc.fps) + 1))
     latent_shape = codec.latent_shape(frames, mc.height, mc.width)
     grid = encoder.memory_grid(latent_shape)
     latents = torch.randn(1, codec.channels, *latent_shape)
-    low_res = torch.randn(1, codec.channels, *(g * p for g, p in zip(grid, patch)))  # the LR branch's input
+    low_res = torch.randn(1, codec.channels, *(g * p for g, p in zip(grid, patch)))
+    facts = {"mc": mc, "codec": codec, "patch": patch, "width": width, "frames": frames, "latent_shape": latent_shape}
+    return encoder, patch_embedding, latents, low_res, facts
+
+
+def part(preset: str, chunk: int | None, repeats: int) -> dict:
+    import torch
+
+    encoder, patch_embedding, latents, low_res, facts = real_width_encoder(preset)
+    mc, patch, width, frames, latent_shape = (facts[k] for k in ("mc", "patch", "width", "frames", "latent_shape"))
     base = peak_rss_mb()
     times = []
     with torch.no_grad():

@@ -62,8 +62,21 @@ def write_tiny_umt5(folder, vocab_words=("a", "ginger", "cat", "brick", "wall", 
     return folder
 
 
+def fit_fixed_batch(model, loss_fn, steps: int, lr: float = 2e-3) -> list[float]:
+    """Train `model` on one fixed batch: `loss_fn()` returns the loss; the losses, step by step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 def random_video(batch: int, frames: int, size: int) -> torch.Tensor:
     return torch.rand(batch, 3, frames, size, size) * 2 - 1
 
 
-__all__ = ["small_config", "random_video", "write_tiny_umt5", "np"]
+__all__ = ["small_config", "random_video", "write_tiny_umt5", "fit_fixed_batch", "np"]

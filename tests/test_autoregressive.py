@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import fit_fixed_batch
 
 from framemem.autoregressive import MemoryState, ar_loss, draw_batch, section_latent_frames
 from framemem.cli import main
@@ -93,14 +94,7 @@ def test_stage2_steps_lower_the_loss(config):
     rng, _ = step_generators(0, 3)
     batch = draw_batch(sampler, model, rng, 2)
     assert batch.clips.shape[2] == batch.history + section_latent_frames(model) and all(batch.prompts)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(10):
-        loss = ar_loss(model, batch, config.ar, torch.Generator().manual_seed(0))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = fit_fixed_batch(model, lambda: ar_loss(model, batch, config.ar, torch.Generator().manual_seed(0)), 10)
     assert losses[-1] < 0.8 * losses[0]
 
 

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import fit_fixed_batch
 
 from framemem.data import HistorySampler
 from framemem.errors import FrameMemError
@@ -32,14 +33,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(config):
     model = FrameMem.build(config)
     rng, _ = step_generators(0, 0)
     video = HistorySampler(config.model).batch(rng, 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(12):
-        loss = model(retrieval_loss, video, config.train, torch.Generator().manual_seed(0))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = fit_fixed_batch(model, lambda: model(retrieval_loss, video, config.train, torch.Generator().manual_seed(0)), 12)
     assert losses[-1] < 0.8 * losses[0]
 
 

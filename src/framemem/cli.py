@@ -165,32 +165,29 @@ def cmd_plan(args) -> None:
 def cmd_bench(args) -> None:
     import dataclasses
 
-    from .bench import QUICK, Budget, retrieval_table
-    from .bench_report import orderings
-
     if args.what == "consistency":
-        from .bench_consistency import QUICK as QUICK_C
-        from .bench_consistency import ConsistencyBudget, consistency_table
+        from .bench_consistency import QUICK, ConsistencyBudget as Budget, consistency_table as table
 
-        budget = dataclasses.replace(QUICK_C if args.quick else ConsistencyBudget())
-        if args.seeds:
-            budget.seeds = tuple(args.seeds)
-        result = consistency_table(budget, Path(args.runs or "runs/consistency"), Path(args.out or "docs/consistency"))
-        for r in result["records"]:
-            print(f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  SSIM {r['ssim_mean']:.3f}"
-                  f"  feature {r['feature_mean']:.3f}")
-        return
+        def row(r):
+            return f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  feature {r['feature_mean']:.3f}"
+    else:
+        from .bench import QUICK, Budget, retrieval_table as table
+
+        def row(r):
+            return f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
     budget = dataclasses.replace(QUICK if args.quick else Budget())
-    if args.steps:
+    if args.steps and args.what == "retrieval":
         budget.steps = args.steps
     if args.seeds:
         budget.seeds = tuple(args.seeds)
-    result = retrieval_table(budget, Path(args.runs or "runs/table1"), Path(args.out or "docs/table1"))
-    for r in result["records"]:
-        print(f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
-              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
-    print("\n".join(orderings(result["records"])))
-    print(f"wrote {args.out or 'docs/table1'}.md, .json, -tokens.png, -grid.png")
+    out = Path(args.out or f"docs/{'table1' if args.what == 'retrieval' else 'consistency'}")
+    result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
+    print("\n".join(row(r) + f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}" for r in result["records"]))
+    if args.what == "retrieval":
+        from .bench_report import orderings
+
+        print("\n".join(orderings(result["records"])))
+    print(f"wrote {out}.md, {out}.json and its PNGs")
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -281,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
     p.add_argument("what", choices=["retrieval", "consistency"])
     p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
-    p.add_argument("--steps", type=int, help="training steps per run (default 400)")
+    p.add_argument("--steps", type=int, help="retrieval: training steps per run (default 400)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
     p.add_argument("--runs", help="run folders (default runs/table1 or runs/consistency; an interrupted benchmark resumes)")
     p.add_argument("--out", help="output prefix (default docs/table1 or docs/consistency): OUT.md, OUT.json, PNGs")
