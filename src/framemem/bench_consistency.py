@@ -34,8 +34,8 @@ VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
 
 @dataclass
 class ConsistencyBudget:
-    stage1_steps: int = 2000
-    stage2_steps: int = 1000
+    stage1_steps: int = 1000
+    stage2_steps: int = 500
     seeds: tuple[int, ...] = (0, 1)
     cases: int = 6
     generate_seconds: float = 2.0

@@ -59,12 +59,18 @@ def write_markdown(result: dict, path: Path) -> None:
     for r in result["records"]:
         paper = r["paper"] or {}
         paper_cells = " | ".join(f"{paper[k]:g}" if k in paper else "—" for k in ("psnr", "ssim", "lpips"))
+        lpips = f"{r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f}" if r.get("lpips") else "unavailable"
         lines.append(f"| {label(r)} | {r['tokens']:,} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | unavailable | {paper_cells} |")
+                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {lpips} | {paper_cells} |")
     names = {"bicubic": "reference: each frame down 4×4 and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
     for name, ref in (result.get("references") or {}).items():
-        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | — | — | — | — |")
-    lines += ["", "LPIPS: unavailable — it needs a local backbone weight file, and no estimate stands in for it.",
+        lpips = f"{ref['lpips']:.3f}" if "lpips" in ref else "—"
+        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — |")
+    lpips_note = ("LPIPS: AlexNet version (Zhang et al., 2018) from the local weight files given, on frames at "
+                  "the model's resolution." if budget.get("lpips_backbone") else
+                  "LPIPS: unavailable — it needs local weight files (`--lpips-backbone`, `--lpips-linear`), and no "
+                  "estimate stands in for it.")
+    lines += ["", lpips_note,
               "", "The paper's orderings:", "", *orderings(result["records"]), "",
               f"![PSNR against memory tokens]({path.stem}-tokens.png)", "",
               f"![the same frames retrieved by every variant]({path.stem}-grid.png)", ""]

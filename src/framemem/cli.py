@@ -180,6 +180,12 @@ def cmd_bench(args) -> None:
         budget.steps = args.steps
     if args.seeds:
         budget.seeds = tuple(args.seeds)
+    if bool(args.lpips_backbone) != bool(args.lpips_linear):
+        raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
+    if args.lpips_backbone:
+        if args.what != "retrieval":
+            raise FrameMemError("--lpips-backbone / --lpips-linear are options of `bench retrieval`")
+        budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear
     out = Path(args.out or f"docs/{'table1' if args.what == 'retrieval' else 'consistency'}")
     result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
     print("\n".join(row(r) + f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}" for r in result["records"]))
@@ -282,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
     p.add_argument("--runs", help="run folders (default runs/table1 or runs/consistency; an interrupted benchmark resumes)")
     p.add_argument("--out", help="output prefix (default docs/table1 or docs/consistency): OUT.md, OUT.json, PNGs")
+    p.add_argument("--lpips-backbone", help="retrieval: torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
+    p.add_argument("--lpips-linear", help="retrieval: the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")

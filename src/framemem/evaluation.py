@@ -22,7 +22,7 @@ from .video import load_frames, to_model
 
 EVAL_SEED_BASE = 1_700_000_000  # disjoint from training, held-out diagnostics and demo seeds
 KEYS = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim",
-        "mean_frame_psnr", "mean_frame_ssim")
+        "mean_frame_psnr", "mean_frame_ssim", "lpips", "bicubic_lpips")
 
 
 def unseen_videos(model_config, procedural: int = 4, real: bool = True) -> dict[str, tuple[str, torch.Tensor]]:
@@ -38,28 +38,30 @@ def unseen_videos(model_config, procedural: int = 4, real: bool = True) -> dict[
     return videos
 
 
-def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, steps: int | None = None) -> dict:
+def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, steps: int | None = None,
+                       lpips=None) -> dict:
     """Retrieve `times_per_video` random frames of each video (the same times for every
     model: seeded by the video's index) and write each video's PNGs under `out/<name>/`.
 
-    Returns {"summary": {kind: mean of KEYS, frames}, "videos": {name: metrics}}.
+    Returns {"summary": {kind: mean of KEYS, frames}, "videos": {name: metrics}}; the LPIPS
+    keys only with `lpips` (a `metrics.LPIPS`).
     """
     mc = model.config.model
     per_video = {}
     for index, (name, (kind, frames)) in enumerate(videos.items()):
         times = random_times(len(frames), mc.fps, times_per_video, np.random.default_rng(index))
-        metrics = run_retrieval(model, frames, times, Path(out) / name, steps, source=name)
+        metrics = run_retrieval(model, frames, times, Path(out) / name, steps, source=name, lpips=lpips)
         history = to_model(frames)[0]  # (3, T, H, W)
         mean_frame = history.mean(dim=1)
         for record in metrics["per_frame"]:
             truth = history[:, record["frame_index"]]
             record["mean_frame_psnr"] = psnr(mean_frame, truth)
             record["mean_frame_ssim"] = ssim(mean_frame, truth)
-        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS}
+        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS if k in record}
         per_video[name] = {"kind": kind, **metrics}
     summary = {}
     for kind in ("procedural", "real"):
         records = [r for v in per_video.values() if v["kind"] == kind for r in v["per_frame"]]
         if records:
-            summary[kind] = {k: float(np.mean([r[k] for r in records])) for k in KEYS} | {"frames": len(records)}
+            summary[kind] = {k: float(np.mean([r[k] for r in records])) for k in KEYS if k in records[0]} | {"frames": len(records)}
     return {"summary": summary, "videos": per_video}

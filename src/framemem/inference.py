@@ -53,9 +53,11 @@ def check_history(model: FrameMem, frames: torch.Tensor, source: str) -> None:
 
 
 def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out: str | Path,
-                  steps: int | None = None, sampler: str = "euler", seed: int = 0, source: str = "video") -> dict:
+                  steps: int | None = None, sampler: str = "euler", seed: int = 0, source: str = "video",
+                  lpips=None) -> dict:
     """Retrieve the frames at `times` (seconds) of a uint8 history (T, H, W, 3) and write
-    gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`."""
+    gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`. With `lpips`
+    (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames."""
     mc = model.config.model
     check_history(model, frames, source)
     duration = len(frames) / mc.fps
@@ -87,9 +89,13 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
             "one_step_psnr": psnr(one_step[k], truth[k]), "one_step_ssim": ssim(one_step[k], truth[k]),
             "bicubic_psnr": psnr(bicubic[k], truth[k]), "bicubic_ssim": ssim(bicubic[k], truth[k]),
         })
+        if lpips is not None:
+            with torch.no_grad():
+                records[-1]["lpips"] = float(lpips(got[k : k + 1], truth[k : k + 1]))
+                records[-1]["bicubic_lpips"] = float(lpips(bicubic[k : k + 1], truth[k : k + 1]))
     _save_png(_grid(truth, got, bicubic, times), out / "grid.png")
     counts = model.token_counts(len(frames), frames.shape[1], frames.shape[2])
-    keys = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim")
+    keys = [k for k in records[0] if k not in ("time", "frame_index")]
     metrics = {
         "video": source, "frames": len(frames), "fps": mc.fps, "duration_seconds": duration,
         "resolution": [frames.shape[1], frames.shape[2]], "rate": format_rate(mc.rate),
