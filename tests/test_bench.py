@@ -70,3 +70,18 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
     assert Image.open(tmp_path / "consistency-grid.png").height >= (2 + len(VARIANTS)) * 64
     window = json.loads((tmp_path / "runs" / "stage2-sliding_window-seed0" / "model" / "framemem.json").read_text())
     assert window["model"]["rate"] == [1, 1, 1] and window["model"]["seconds"] == 0.5
+    # a given stage-2 checkpoint is scored on the same cases; nothing is trained again
+    given = tmp_path / "runs" / "stage2-proposed-seed0" / "model"
+    again = consistency_table(dataclasses.replace(QUICK_C, checkpoints=(str(given),)), tmp_path / "runs", tmp_path / "c2")
+    assert again["records"][:-1] == data["records"]
+    assert again["records"][-1]["variant"] == str(given)
+    assert again["records"][-1]["psnr_mean"] == data["records"][0]["psnr_mean"]  # the same model, the same seed
+    assert "checkpoint `model`" in (tmp_path / "c2.md").read_text()
+
+
+def test_bench_consistency_refuses_a_stage1_checkpoint(capsys):
+    from framemem.cli import DEFAULT_CHECKPOINT, main
+
+    assert main(["bench", "consistency", "--quick", "--checkpoint", str(DEFAULT_CHECKPOINT)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stage-1 checkpoint" in err and len(err.splitlines()) == 1

@@ -43,6 +43,7 @@ class ConsistencyBudget:
     min_gap_seconds: float = 10.0
     batch_size: int | None = None  # None: the preset's
     quick: bool = False
+    checkpoints: tuple[str, ...] = ()  # stage-2 models scored too, as they are (seeds: generation only)
 
 
 QUICK = ConsistencyBudget(stage1_steps=2, stage2_steps=2, seeds=(0,), cases=1, generate_seconds=1.0, sample_steps=2,
@@ -154,7 +155,7 @@ def evaluate_case(model, case: dict, budget: ConsistencyBudget, seed: int) -> tu
 
 def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
     """Train every variant × seed, evaluate every case; write OUT.md/.json/-grid.png."""
-    from .inference import load_model
+    from .inference import load_model, stage2_ready
 
     config = get_preset("tiny")
     if budget.quick:
@@ -166,10 +167,11 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
         references["truth"].append(match_scores(case["video"][case["back"].start : case["back"].end], first))
         references["other_scene"].append(match_scores(case["video"][case["other"].start : case["other"].end], first))
     records, pictures = [], {}
-    for variant in VARIANTS:
+    for variant in (*VARIANTS, *budget.checkpoints):
         per_seed = []
         for seed in budget.seeds:
-            model = load_model(train_variant(variant, seed, budget, runs))
+            trained = variant not in budget.checkpoints
+            model = load_model(train_variant(variant, seed, budget, runs)) if trained else stage2_ready(load_model(variant), variant)
             scores = []
             for i, case in enumerate(cases):
                 score, frames = evaluate_case(model, case, budget, seed)

@@ -122,15 +122,20 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
     canvas.save(path)
 
 
-CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained φ)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
+CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained memory)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
                       "sliding_window": "Sliding window (same token budget)"}
+
+
+def consistency_title(name: str) -> str:
+    """A variant's title, or a given checkpoint's folder name."""
+    return CONSISTENCY_TITLES.get(name) or f"checkpoint `{Path(name).name}` (its own budget)"
 
 
 def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) -> None:
     """One row per variant: its generated return; first rows: the first appearance and the true return."""
     rows = [("first appearance", case["video"][case["first"].start : case["first"].end]),
             ("true return", case["video"][case["back"].start : case["back"].end])]
-    rows += [(CONSISTENCY_TITLES[name], frames) for name, frames in generated.items()]
+    rows += [(consistency_title(name), frames) for name, frames in generated.items()]
     columns = max(1, min(6, *(len(frames) for _, frames in rows)))
     h, w = rows[0][1].shape[1:3]
     left, pad = 210, 4
@@ -149,7 +154,8 @@ def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) ->
 
 def write_consistency_markdown(result: dict, path: Path) -> None:
     b = result["budget"]
-    command = "framemem bench consistency" + (" --quick" if b["quick"] else "")
+    command = "framemem bench consistency" + (" --quick" if b["quick"] else "") + "".join(
+        f" --checkpoint {c}" for c in b.get("checkpoints") or ())
     lines = ["# Scene-return consistency (our stand-in for the paper's Table 2)", "",
              f"Command: `{command}`. Budget: stage 1 {b['stage1_steps']} steps, stage 2 {b['stage2_steps']} steps "
              f"(Without Pretrain: {b['stage1_steps'] + b['stage2_steps']} in stage 2), seeds {b['seeds']}, "
@@ -159,11 +165,12 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
              "and each generated frame of the return is scored against the best-matching frame of the first appearance.",
              "", "| memory | PSNR (dB) | SSIM | feature similarity |", "|---|---|---|---|"]
     for r in result["records"]:
-        lines.append(f"| {CONSISTENCY_TITLES[r['variant']]} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
+        lines.append(f"| {consistency_title(r['variant'])} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['feature_mean']:.3f} ± {r['feature_std']:.3f} |")
     for name, label in (("truth", "reference: the true return"), ("other_scene", "reference: a different scene")):
         ref = result["references"][name]
         lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} |")
-    lines += ["", "± is the standard deviation over seeds. Picture: consistency-grid.png (first appearance, true "
-              "return, then each variant's generated return for the first case).", ""]
+    lines += ["", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
+              "The first appearance, the true return, then each row's generated return for the first case:", "",
+              f"![generated returns]({path.stem}-grid.png)", ""]
     path.write_text("\n".join(lines))

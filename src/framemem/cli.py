@@ -180,6 +180,18 @@ def cmd_bench(args) -> None:
         budget.steps = args.steps
     if args.seeds:
         budget.seeds = tuple(args.seeds)
+    if args.checkpoint:
+        if args.what != "consistency":
+            raise FrameMemError("--checkpoint is an option of `bench consistency`")
+        from .config import get_preset
+        from .inference import load_model, stage2_ready
+
+        budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint)
+        for c in budget.checkpoints:  # fail before hours of training, not after
+            mc, tiny = stage2_ready(load_model(c), c).config.model, get_preset("tiny").model
+            if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):
+                raise FrameMemError(f"{c}: {mc.width}x{mc.height} at {mc.fps:g} fps; the consistency cases are "
+                                    f"the tiny preset's {tiny.width}x{tiny.height} at {tiny.fps:g} fps")
     if bool(args.lpips_backbone) != bool(args.lpips_linear):
         raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
     if args.lpips_backbone:
@@ -288,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
     p.add_argument("--runs", help="run folders (default runs/table1 or runs/consistency; an interrupted benchmark resumes)")
     p.add_argument("--out", help="output prefix (default docs/table1 or docs/consistency): OUT.md, OUT.json, PNGs")
+    p.add_argument("--checkpoint", action="append", help="consistency: also score this stage-2 model (repeatable)")
     p.add_argument("--lpips-backbone", help="retrieval: torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
     p.add_argument("--lpips-linear", help="retrieval: the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
     p.set_defaults(func=cmd_bench)

@@ -205,12 +205,22 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
+    """A loaded stage-2 model with its text encoder; a stage-1 checkpoint is a one-line error."""
+    if model.config.stage != 2:
+        raise FrameMemError(f"{checkpoint}: a stage-1 checkpoint (retrieval only); run `framemem finetune` on it first")
+    if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
+        from .text import build_text_encoder
+
+        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim, model.config.model.transformer_path)
+    return model
+
+
 def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
                      steps: int | None = None) -> list[dict]:
     """`framemem generate`: write OUT (mp4), OUT.png (contact sheet) and OUT.json (sections)."""
     from .autoregressive import generate
     from .storyboard import Storyboard
-    from .text import build_text_encoder
     from .video import video_fps, video_size
 
     if seconds <= 0:
@@ -225,10 +235,7 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
             raise FrameMemError(f"{init_video}: {size[1]}x{size[0]} at {fps:g} fps; this model needs "
                                 f"{mc.width}x{mc.height} at {mc.fps:g} fps")
         init = to_model(load_frames(init_video, mc.fps, mc.height, mc.width)[None])
-    if model.config.stage != 2:
-        raise FrameMemError(f"{checkpoint}: a stage-1 checkpoint (retrieval only); run `framemem finetune` on it first")
-    if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
-        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim, mc.transformer_path)
+    model = stage2_ready(model, checkpoint)
     video, sections = generate(model, storyboard, seconds, init, cfg, seed, steps)
     frames = to_uint8(video[0])
     out = Path(out)
