@@ -57,7 +57,8 @@ def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, ste
             truth = history[:, record["frame_index"]]
             record["mean_frame_psnr"] = psnr(mean_frame, truth)
             record["mean_frame_ssim"] = ssim(mean_frame, truth)
-        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS if k in record}
+        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS
+                           if k in metrics["per_frame"][0]}
         per_video[name] = {"kind": kind, **metrics}
     summary = {}
     for kind in ("procedural", "real"):
