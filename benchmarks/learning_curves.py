@@ -49,7 +49,25 @@ def summarise(logs: dict[tuple[str, int], Path], marks: list[float]) -> dict:
                                "steps": [h["step"] for h in hits]}
         table[variant] = rows
     first = read_log(next(iter(logs.values())))[1][-1]["eval"]
-    return {"marks": table, "references": {k: first[k] for k in ("mean_frame_psnr", "bicubic_psnr") if k in first}}
+    return {"marks": table, "equal_steps": at_equal_steps(logs), "references": {k: first[k] for k in ("mean_frame_psnr", "bicubic_psnr") if k in first}}
+
+
+def at_equal_steps(logs: dict[tuple[str, int], Path], wanted=(500, 1000, 2000, 3000, 4000, 6000, 8000, 10000)) -> dict:
+    """variant -> {step: one-step PSNR and memory gap (mean, std over seeds), minutes it took}
+    at the steps every run reached: what the variants learn per step, apart from their cost."""
+    evals = {key: {r["step"]: r for r in read_log(path)[1]} for key, path in logs.items()}
+    reached = min(max(e) for e in evals.values())
+    table = {}
+    for variant in sorted({v for v, _ in logs}):
+        runs = [e for (v, _), e in evals.items() if v == variant]
+        rows = {}
+        for step in (s for s in wanted if s <= reached and all(s in e for e in runs)):
+            hits = [e[step] for e in runs]
+            rows[str(step)] = {key: [float(np.mean([h["eval"][key] for h in hits])), float(np.std([h["eval"][key] for h in hits]))]
+                               for key in ("one_step_psnr", "memory_gap")}
+            rows[str(step)]["minutes"] = float(np.mean([h["seconds"] / 60 for h in hits]))
+        table[variant] = rows
+    return table
 
 
 def write_report(summary: dict, final: dict, args, out: Path) -> str:
@@ -68,6 +86,12 @@ def write_report(summary: dict, final: dict, args, out: Path) -> str:
         for mark, r in rows.items():
             lines.append(f"| {variant} | {mark} | {', '.join(map(str, r['steps']))} | "
                          f"{r['one_step_psnr'][0]:.2f} ± {r['one_step_psnr'][1]:.2f} | "
+                         f"{r['memory_gap'][0]:.3f} ± {r['memory_gap'][1]:.3f} |")
+    lines += ["", "The same diagnostics at equal *steps* (what each variant learns per step, apart from its cost):", "",
+              "| variant | step | minutes | one-step PSNR (dB) | memory gap at t = 1 |", "|---|---|---|---|---|"]
+    for variant, rows in summary["equal_steps"].items():
+        for step, r in rows.items():
+            lines.append(f"| {variant} | {step} | {r['minutes']:.1f} | {r['one_step_psnr'][0]:.2f} ± {r['one_step_psnr'][1]:.2f} | "
                          f"{r['memory_gap'][0]:.3f} ± {r['memory_gap'][1]:.3f} |")
     if final:
         lines += ["", "Final models, sampled retrieval on unseen videos (`benchmarks/eval_retrieval.py`):", "",
