@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def main() -> None:
         if not sep or not Path(folder).is_dir():
             raise SystemExit(f"error: '{item}' is not LABEL=DIR with an existing folder")
         results[label] = measure(Path(folder), args.scales)
-    command = "python benchmarks/retrieval_scales.py " + " ".join(args.runs)
+    command = "python benchmarks/retrieval_scales.py " + " ".join(map(shlex.quote, args.runs))
     text = write_report(results, args.scales, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)

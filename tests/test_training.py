@@ -77,6 +77,16 @@ def test_stop_after_max_minutes_leaves_a_checkpoint(config, tmp_path):
     assert (tmp_path / "run" / "model" / "framemem.json").exists()
 
 
+def test_max_minutes_counts_training_time_not_evaluation(config, tmp_path):
+    """Evaluating every step takes most of the wall time; the budget is still trained in
+    full, so a benchmark that continues a run to the same budget has nothing left to do."""
+    config.train.steps, config.train.eval_every = 10_000, 1
+    trainer = pretrain(config, tmp_path / "run", max_minutes=0.01, heldout_real=[])
+    state = json.loads((latest_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())
+    assert trainer.elapsed >= 0.6 and state["elapsed_seconds"] == trainer.elapsed
+    assert state["step"] < config.train.steps
+
+
 def test_ema_weights_are_exported(config, tmp_path):
     config.train.steps, config.train.ema_decay, config.train.lr = 2, 0.5, 1e-2
     trainer = pretrain(config, tmp_path / "run")

@@ -215,7 +215,7 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")

@@ -201,10 +201,12 @@ class Trainer:
         return result
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> None:
-        """Train up to `steps` (default: the config's) or until `max_minutes` of wall time
-        in this call; checkpoints every `checkpoint_every` steps and at the end."""
+        """Train up to `steps` (default: the config's) or for `max_minutes` more of training
+        time — the clock of the logged `seconds`, evaluation and checkpoints excluded, so a
+        budget given in minutes is the same whether a run stops once or is resumed; checkpoints
+        every `checkpoint_every` steps and at the end."""
         total = steps or self.tc.steps
-        deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+        budget = self.elapsed + 60 * max_minutes if max_minutes else None
         rank = self.accelerator.process_index
         self.model.train()
         if self.step == 0 and self.evaluate:
@@ -235,7 +237,7 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 self._log({"step": self.step, "seconds": round(self.elapsed, 1), "loss": float(np.mean(running)), "lr": lr})
                 running = []
-            stop = deadline is not None and time.monotonic() > deadline
+            stop = budget is not None and self.elapsed >= budget
             if self.evaluate and (self.step % self.tc.eval_every == 0 or self.step == total or stop):
                 result = self.run_eval()
                 bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
