@@ -25,7 +25,8 @@ if __name__ == "__main__":
     config.train.steps = config.train.checkpoint_every = 2
     trainer = pretrain(config, run)
     rank = trainer.accelerator.process_index
-    record = {"world": trainer.accelerator.num_processes, "weights": fingerprint(trainer.unwrapped)}
+    record = {"world": trainer.accelerator.num_processes, "weights": fingerprint(trainer.unwrapped),
+              "stop_if_rank_1_would": trainer.any_rank(rank == 1), "stop_if_none_would": trainer.any_rank(False)}
     stage2 = finetune(config, run / "model", run / "stage2")
     record["stage2"] = fingerprint(stage2.unwrapped)
     (run / f"weights-rank-{rank}.json").write_text(json.dumps(record))

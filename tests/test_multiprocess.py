@@ -18,6 +18,8 @@ def test_two_processes_train_both_stages_in_sync_and_resume_on_one(tmp_path, con
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((run / f"weights-rank-{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
+    # a time budget stops every rank at the same step, even if only one rank's clock ran out
+    assert [(r["stop_if_rank_1_would"], r["stop_if_none_would"]) for r in ranks] == [(True, False)] * 2
     # ranks drew different histories (data is seeded by rank) yet hold identical weights:
     # the gradients were averaged
     assert ranks[0]["weights"] == ranks[1]["weights"]

@@ -200,6 +200,14 @@ class Trainer:
         self._log(record)
         return result
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every process if `flag` is true on any: each rank keeps its own clock, and
+        ranks that left the loop at different steps would wait forever on each other."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        flags = self.accelerator.gather(torch.tensor([float(flag)], device=self.accelerator.device))
+        return bool(flags.max() > 0)
+
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> None:
         """Train up to `steps` (default: the config's) or for `max_minutes` more of training
         time — the clock of the logged `seconds`, evaluation and checkpoints excluded, so a
@@ -237,7 +245,7 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 self._log({"step": self.step, "seconds": round(self.elapsed, 1), "loss": float(np.mean(running)), "lr": lr})
                 running = []
-            stop = budget is not None and self.elapsed >= budget
+            stop = budget is not None and self.any_rank(self.elapsed >= budget)
             if self.evaluate and (self.step % self.tc.eval_every == 0 or self.step == total or stop):
                 result = self.run_eval()
                 bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
