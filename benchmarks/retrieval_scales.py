@@ -21,15 +21,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from framemem.metrics import psnr
+
 
 def load_png(path: Path) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    """(1, 3, H, W) float in [-1, 1], as framemem's metrics take frames."""
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def scale_psnr(a: torch.Tensor, b: torch.Tensor, scale: int) -> float:
-    mse = (F.avg_pool2d(a, scale) - F.avg_pool2d(b, scale)).pow(2).mean()
-    return float(10 * torch.log10(1 / mse.clamp_min(1e-10)))
+    return psnr(F.avg_pool2d(a, scale), F.avg_pool2d(b, scale))
 
 
 def measure(folder: Path, scales: list[int]) -> dict:
