@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from framemem.files import write_json, write_text
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_speed import ROOT, peak_rss_mb, run_part  # noqa: E402
 
@@ -182,9 +184,9 @@ def main() -> None:
     lines.append("")
     text = "\n".join(lines)
     print(text)
-    (ROOT / "docs" / "ar_cost.md").write_text(text)
-    (ROOT / "docs" / "ar_cost.json").write_text(json.dumps({"machine": machine, "steps": args.steps, "rows": rows,
-                                                            "append": appends, "summary": summary}, indent=2))
+    write_text(ROOT / "docs" / "ar_cost.md", text)
+    write_json(ROOT / "docs" / "ar_cost.json", {"machine": machine, "steps": args.steps, "rows": rows,
+                                                            "append": appends, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from framemem.files import write_json, write_text
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_speed import ROOT, peak_rss_mb, run_part  # noqa: E402
 
@@ -97,8 +99,8 @@ def main() -> None:
                      f"{r['memory_tokens']:,} | {r['chunk_blocks'] or 'whole'} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
     text = "\n".join(lines + [""])
     print(text)
-    (ROOT / "docs" / "encoder-chunks.md").write_text(text)
-    (ROOT / "docs" / "encoder-chunks.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    write_text(ROOT / "docs" / "encoder-chunks.md", text)
+    write_json(ROOT / "docs" / "encoder-chunks.json", {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

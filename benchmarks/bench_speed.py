@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from framemem.files import write_json, write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -133,8 +135,8 @@ def main() -> None:
     print(text)
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
-    (docs / "benchmarks.md").write_text(text)
-    (docs / "benchmarks.json").write_text(json.dumps(results, indent=2))
+    write_text(docs / "benchmarks.md", text)
+    write_json(docs / "benchmarks.json", results)
 
 
 if __name__ == "__main__":

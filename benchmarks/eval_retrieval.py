@@ -13,13 +13,13 @@ Writes OUT.md, OUT.json and OUT/<video>/grid.png.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from framemem.cli import DEFAULT_CHECKPOINT
 from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.files import write_json, write_text
 from framemem.inference import load_model
 
 
@@ -70,8 +70,8 @@ def main() -> None:
     report = write_report(result, out, command)
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(report)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_text(out.with_suffix(".md"), report)
+    write_json(out.with_suffix(".json"), result)
 
 
 if __name__ == "__main__":

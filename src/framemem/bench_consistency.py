@@ -18,7 +18,6 @@ Variants (every one gets the same stage-2 steps; stage 1 is shared where it exis
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import FrameMemConfig, get_preset, parse_rate
+from .files import write_json
 from .metrics import psnr, ssim
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
@@ -190,7 +190,7 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                                                    "return": [c["back"].start, c["back"].end], "scene": c["back"].scene}
                                                   for c in cases], "references": refs, "records": records}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_json(out.with_suffix(".json"), result)
     from .bench_report import consistency_grid, write_consistency_markdown
 
     consistency_grid(cases[0], pictures, out.with_name(out.name + "-grid.png"))

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .bench import TITLES
+from .files import save_image, write_text
 from .plots import plt
 
 # The paper's orderings (Table 1): (better, worse) pairs of (variant, rate).
@@ -74,7 +75,7 @@ def write_markdown(result: dict, path: Path) -> None:
               "", "The paper's orderings:", "", *orderings(result["records"]), "",
               f"![PSNR against memory tokens]({path.stem}-tokens.png)", "",
               f"![the same frames retrieved by every variant]({path.stem}-grid.png)", ""]
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def pareto(records: list[dict]) -> list[dict]:
@@ -97,7 +98,7 @@ def plot_tokens(records: list[dict], path: Path, seconds: float) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_image(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -119,7 +120,7 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
         draw.text((4, y + ch // 2 - 6), name, fill="black")
         for col, file in enumerate(files):
             canvas.paste(Image.open(file).convert("RGB").resize((cw, ch), Image.NEAREST), (left + col * (cw + 4), y))
-    canvas.save(path)
+    save_image(canvas, path)
 
 
 CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained memory)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
@@ -148,8 +149,7 @@ def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) ->
         for c, i in enumerate(picks):
             tile = Image.fromarray(np.asarray(frames[i])).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (left + c * (w * scale + pad), y))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    save_image(canvas, path)
 
 
 def write_consistency_markdown(result: dict, path: Path) -> None:
@@ -173,4 +173,4 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
     lines += ["", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
               "The first appearance, the true return, then each row's generated return for the first case:", "",
               f"![generated returns]({path.stem}-grid.png)", ""]
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig
 from .errors import FrameMemError
+from .files import atomic_path, write_json
 
 log = logging.getLogger("framemem")
 MANIFEST = "manifest.json"
@@ -73,13 +72,6 @@ def _trim(text: torch.Tensor) -> torch.Tensor:
 
 def video_id(path: Path) -> str:
     return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _done(out: Path) -> dict[str, dict]:
@@ -131,7 +123,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
         raise FrameMemError(f"{out}: holds a cache for another preset; choose a new folder")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json_atomic(header, {"preset": config.preset, "key": key})
+        write_json(header, {"preset": config.preset, "key": key})
 
     sources = source if isinstance(source, (list, tuple)) else [source]
     files = sorted({p.resolve() for s in sources for p in list_videos(s)})
@@ -161,9 +153,8 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
             return
         shard = f"{rank:03d}-{uuid.uuid4().hex[:12]}.safetensors"
         if tensors:
-            tmp = out / "shards" / f".{shard}.tmp"
-            save_file(tensors, str(tmp))
-            os.replace(tmp, out / "shards" / shard)
+            with atomic_path(out / "shards" / shard) as tmp:
+                save_file(tensors, str(tmp))
         with open(progress_file, "a") as f:
             for entry in pending:
                 f.write(json.dumps({**entry, "shard": shard} if "id" in entry else entry) + "\n")
@@ -208,7 +199,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
         manifest = {"preset": config.preset, "key": key, "buckets": {k: list(v) for k, v in choices.items()},
                     "videos": sorted(videos, key=lambda r: r["source"]), "skipped": skipped,
                     "processed_per_rank": counts}
-        _write_json_atomic(out / MANIFEST, manifest)
+        write_json(out / MANIFEST, manifest)
         log.info("cache %s: %d videos, %d skipped", out, len(videos), len(skipped))
     accelerator.wait_for_everyone()
     return json.loads((out / MANIFEST).read_text())

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import FrameMemError
+from .files import write_json
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "tiny"
 DEFAULT_AR_CHECKPOINT = Path(__file__).parent / "assets" / "tiny-ar"
@@ -147,8 +148,6 @@ def cmd_info(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    import json
-
     from .config import get_preset, parse_rate
     from .plan import PAPER_RATES, format_plan, parse_resolution, plan
 
@@ -159,7 +158,7 @@ def cmd_plan(args) -> None:
                   rates, args.section_seconds)
     print(format_plan(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 def cmd_bench(args) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FrameMemError
+from .files import write_json
 
 ALLOWED_RATE_FACTORS = (1, 2, 4, 8)
 
@@ -181,7 +182,7 @@ class FrameMemConfig:
             raise FrameMemError(f"config is not a framemem config ({err})") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "FrameMemConfig":

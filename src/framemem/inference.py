@@ -1,10 +1,7 @@
 """`framemem retrieve` and `framemem demo`: frames back from memory, as PNGs and metrics."""
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from .config import format_rate
 from .errors import FrameMemError
+from .files import save_image, write_json
 from .metrics import psnr, ssim
 from .model import FrameMem
 from .retrieval import bicubic_reference, retrieve_frames
@@ -82,7 +80,7 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
     for k, t in enumerate(times):
         label = time_label(t)
         for name, image in (("gt", truth[k]), ("retrieved", got[k]), ("bicubic", bicubic[k])):
-            _save_png(_to_image(image), out / f"{name}_{label}.png")
+            save_image(_to_image(image), out / f"{name}_{label}.png")
         records.append({
             "time": t, "frame_index": indices[k],
             "psnr": psnr(got[k], truth[k]), "ssim": ssim(got[k], truth[k]),
@@ -93,7 +91,7 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
             with torch.no_grad():
                 records[-1]["lpips"] = float(lpips(got[k : k + 1], truth[k : k + 1]))
                 records[-1]["bicubic_lpips"] = float(lpips(bicubic[k : k + 1], truth[k : k + 1]))
-    _save_png(_grid(truth, got, bicubic, times), out / "grid.png")
+    save_image(_grid(truth, got, bicubic, times), out / "grid.png")
     counts = model.token_counts(len(frames), frames.shape[1], frames.shape[2])
     keys = [k for k in records[0] if k not in ("time", "frame_index")]
     metrics = {
@@ -105,7 +103,7 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
         "per_frame": records,
         "mean": {key: float(np.mean([r[key] for r in records])) for key in keys},
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -151,7 +149,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
 
         init_seconds = DEMO_INIT_SECONDS
         board = Storyboard(tuple(s.start / mc.fps for s in shots), tuple(s.caption for s in shots))
-        (out / "storyboard.json").write_text(json.dumps(board.to_dict(), indent=2))
+        write_json(out / "storyboard.json", board.to_dict())
         write_video(out / "init.mp4", array[: int(init_seconds * mc.fps)], mc.fps)
         print(f"\ngeneration: the first {init_seconds:g}s of the history, then {DEMO_GENERATE_SECONDS:g}s more "
               "from its storyboard, section by section")
@@ -189,20 +187,6 @@ def _grid(truth, got, bicubic, times, scale: int = 4) -> Image.Image:
             if row == 0:
                 draw.text((x + 2, 3), f"t = {times[col]:.2f}s", fill="black")
     return canvas
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    image.save(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
@@ -243,8 +227,8 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
     offset = 0 if init is None else init.shape[2]
     per = (len(frames) - offset) // len(sections)  # pixel frames per section
     tiles = [(frames[offset + i * per + per // 2], f"{s['start_seconds']:.1f}s") for i, s in enumerate(sections)]
-    _save_png(_contact_sheet(tiles), out.with_suffix(".png"))
-    _write_json(out.with_suffix(".json"), {"checkpoint": str(checkpoint), "seconds": seconds, "seed": seed,
+    save_image(_contact_sheet(tiles), out.with_suffix(".png"))
+    write_json(out.with_suffix(".json"), {"checkpoint": str(checkpoint), "seconds": seconds, "seed": seed,
                                            "init_video": str(init_video) if init_video else None,
                                            "storyboard": storyboard.to_dict(), "sections": sections})
     print(f"wrote {out} ({len(frames)} frames, {len(frames) / mc.fps:.1f}s), {out.with_suffix('.png')}, {out.with_suffix('.json')}")

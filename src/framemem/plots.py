@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import save_image  # noqa: E402
+
 
 def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(loss records, eval records) of a run's log.jsonl."""
@@ -49,6 +51,5 @@ def plot_curves(logs: dict[str, str | Path] | str | Path, out_path: str | Path) 
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
+    save_image(fig, out_path, dpi=110)
     plt.close(fig)

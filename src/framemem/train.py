@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig
 from .errors import FrameMemError
+from .files import write_text
 from .model import FrameMem
 
 log = logging.getLogger("framemem")
@@ -157,7 +158,7 @@ class Trainer:
         path = self.run_dir / "log.jsonl"
         if path.exists() and self.accelerator.is_main_process:
             keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in keep))
+            write_text(path, "".join(line + "\n" for line in keep))
 
     def export(self, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
         """Write the model folder (EMA weights when EMA is on)."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from PIL import Image
 
 from .errors import FrameMemError
+from .files import atomic_path
 
 log = logging.getLogger("framemem")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
@@ -121,28 +120,19 @@ def load_frames(path: str | Path, fps: float, height: int, width: int) -> torch.
 def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float) -> None:
     """Write uint8 (T, H, W, 3) to an mp4 (H.264 when available, else MPEG-4), atomically."""
     frames = np.asarray(frames)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w") as container:
-            rate = Fraction(fps).limit_denominator(1000)
-            try:
-                stream = container.add_stream("libx264", rate=rate, options={"crf": "12"})
-            except (av.error.FFmpegError, ValueError):
-                stream = container.add_stream("mpeg4", rate=rate)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            for image in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
+        rate = Fraction(fps).limit_denominator(1000)
+        try:
+            stream = container.add_stream("libx264", rate=rate, options={"crf": "12"})
+        except (av.error.FFmpegError, ValueError):
+            stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def list_videos(source: str | Path) -> list[Path]:

@@ -1,0 +1,43 @@
+"""Atomic writes: a file holds either its old or its new content, never half of one.
+
+A run killed mid-write (training resumes after exactly that) must not leave a torn
+log, config, report or image behind. Each writer fills a hidden temporary file in the
+same folder and renames it over the target (`os.replace`, atomic on POSIX and Windows).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers that pick a format
+    by extension still do); it replaces `path` if the block completes, else it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def save_image(image, path: str | Path, **options) -> None:
+    """Save a PIL image or a matplotlib figure; `options` go to `.save` / `.savefig`."""
+    with atomic_path(path) as tmp:
+        (image.savefig if hasattr(image, "savefig") else image.save)(tmp, **options)

@@ -1,0 +1,28 @@
+import json
+
+import pytest
+from PIL import Image
+
+from framemem.files import atomic_path, save_image, write_json
+
+
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "report.json"
+    write_json(path, {"step": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text('{"step": 2, "half')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(path.read_text()) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_images_keep_the_format_of_their_extension(tmp_path):
+    from framemem.plots import plt
+
+    save_image(Image.new("RGB", (4, 3), "red"), tmp_path / "sub" / "frame.png")
+    fig = plt.figure(figsize=(1, 1))
+    save_image(fig, tmp_path / "curve.png", dpi=50)
+    plt.close(fig)
+    assert Image.open(tmp_path / "sub" / "frame.png").format == "PNG"
+    assert Image.open(tmp_path / "curve.png").size == (50, 50)
