@@ -3,6 +3,7 @@ well-formed (who wins at two steps means nothing; that is not asserted)."""
 import dataclasses
 import json
 
+import pytest
 from PIL import Image
 
 from framemem.bench import QUICK, retrieval_table, run_config, train_run
@@ -85,3 +86,12 @@ def test_bench_consistency_refuses_a_stage1_checkpoint(capsys):
     assert main(["bench", "consistency", "--quick", "--checkpoint", str(DEFAULT_CHECKPOINT)]) == 2
     err = capsys.readouterr().err.strip()
     assert "stage-1 checkpoint" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["bench", "consistency", "--steps", "3"], ["bench", "retrieval", "--checkpoint", "x"]])
+def test_an_option_of_the_other_benchmark_is_refused_not_ignored(argv, capsys):
+    from framemem.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -161,50 +161,53 @@ def cmd_plan(args) -> None:
         write_json(args.json, result)
 
 
-def cmd_bench(args) -> None:
-    import dataclasses
-
-    if args.what == "consistency":
-        from .bench_consistency import QUICK, ConsistencyBudget as Budget, consistency_table as table
-
-        def row(r):
-            return f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  feature {r['feature_mean']:.3f}"
-    else:
-        from .bench import QUICK, Budget, retrieval_table as table
-
-        def row(r):
-            return f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
-    budget = dataclasses.replace(QUICK if args.quick else Budget())
-    if args.steps and args.what == "retrieval":
-        budget.steps = args.steps
+def _run_bench(args, budget, table, default_name: str) -> dict:
+    """Options both benchmarks take, then the benchmark itself."""
     if args.seeds:
         budget.seeds = tuple(args.seeds)
-    if args.checkpoint:
-        if args.what != "consistency":
-            raise FrameMemError("--checkpoint is an option of `bench consistency`")
-        from .config import get_preset
-        from .inference import load_model, stage2_ready
+    out = Path(args.out or f"docs/{default_name}")
+    result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
+    print(f"wrote {out}.md, {out}.json and its PNGs")
+    return result
 
-        budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint)
-        for c in budget.checkpoints:  # fail before hours of training, not after
-            mc, tiny = stage2_ready(load_model(c), c).config.model, get_preset("tiny").model
-            if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):
-                raise FrameMemError(f"{c}: {mc.width}x{mc.height} at {mc.fps:g} fps; the consistency cases are "
-                                    f"the tiny preset's {tiny.width}x{tiny.height} at {tiny.fps:g} fps")
+
+def cmd_bench_retrieval(args) -> None:
+    import dataclasses
+
+    from .bench import QUICK, Budget, retrieval_table
+    from .bench_report import orderings
+
+    budget = dataclasses.replace(QUICK if args.quick else Budget())
+    if args.steps:
+        budget.steps = args.steps
     if bool(args.lpips_backbone) != bool(args.lpips_linear):
         raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
-    if args.lpips_backbone:
-        if args.what != "retrieval":
-            raise FrameMemError("--lpips-backbone / --lpips-linear are options of `bench retrieval`")
-        budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear
-    out = Path(args.out or f"docs/{'table1' if args.what == 'retrieval' else 'consistency'}")
-    result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
-    print("\n".join(row(r) + f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}" for r in result["records"]))
-    if args.what == "retrieval":
-        from .bench_report import orderings
+    budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear
+    result = _run_bench(args, budget, retrieval_table, "table1")
+    for r in result["records"]:
+        print(f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
+              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
+    print("\n".join(orderings(result["records"])))
 
-        print("\n".join(orderings(result["records"])))
-    print(f"wrote {out}.md, {out}.json and its PNGs")
+
+def cmd_bench_consistency(args) -> None:
+    import dataclasses
+
+    from .bench_consistency import QUICK, ConsistencyBudget, consistency_table
+    from .config import get_preset
+    from .inference import load_model, stage2_ready
+
+    budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
+    budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())
+    for c in budget.checkpoints:  # fail before hours of training, not after
+        mc, tiny = stage2_ready(load_model(c), c).config.model, get_preset("tiny").model
+        if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):
+            raise FrameMemError(f"{c}: {mc.width}x{mc.height} at {mc.fps:g} fps; the consistency cases are "
+                                f"the tiny preset's {tiny.width}x{tiny.height} at {tiny.fps:g} fps")
+    result = _run_bench(args, budget, consistency_table, "consistency")
+    for r in result["records"]:
+        print(f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  feature {r['feature_mean']:.3f}"
+              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
@@ -293,16 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
-    p.add_argument("what", choices=["retrieval", "consistency"])
-    p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
-    p.add_argument("--steps", type=int, help="retrieval: training steps per run (default 400)")
-    p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
-    p.add_argument("--runs", help="run folders (default runs/table1 or runs/consistency; an interrupted benchmark resumes)")
-    p.add_argument("--out", help="output prefix (default docs/table1 or docs/consistency): OUT.md, OUT.json, PNGs")
-    p.add_argument("--checkpoint", action="append", help="consistency: also score this stage-2 model (repeatable)")
-    p.add_argument("--lpips-backbone", help="retrieval: torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
-    p.add_argument("--lpips-linear", help="retrieval: the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
-    p.set_defaults(func=cmd_bench)
+    benches = p.add_subparsers(dest="what", required=True, metavar="{retrieval,consistency}")
+    for what, cmd, title in (("retrieval", cmd_bench_retrieval, "the paper's Table 1 at small scale: every variant x rate"),
+                             ("consistency", cmd_bench_consistency, "scene returns: does a scene look the same when the story comes back")):
+        q = benches.add_parser(what, help=title)
+        q.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
+        q.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
+        q.add_argument("--runs", help=f"run folders (default runs/{'table1' if what == 'retrieval' else what}; "
+                                      "an interrupted benchmark resumes)")
+        q.add_argument("--out", help=f"output prefix (default docs/{'table1' if what == 'retrieval' else what}): "
+                                     "OUT.md, OUT.json, PNGs")
+        q.set_defaults(func=cmd)
+    q = benches.choices["retrieval"]
+    q.add_argument("--steps", type=int, help="training steps per run (default 400)")
+    q.add_argument("--lpips-backbone", help="torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
+    q.add_argument("--lpips-linear", help="the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
+    benches.choices["consistency"].add_argument("--checkpoint", action="append", help="also score this stage-2 model (repeatable)")
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
     p.add_argument("--model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")
