@@ -37,6 +37,7 @@ def test_corrupt_and_short_files_are_skipped_and_counted(tmp_path, procedural_mp
     procedural_mp4(0.25, "short.mp4")
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     (tmp_path / "notes.mp4").write_text("this is not a video")
+    (tmp_path / "._good.mp4").write_bytes(b"\x00\x05\x16\x07")  # a macOS sidecar: not a video, not counted
     dataset = VideoDataset(tmp_path, fps=4.0, height=32, width=32, min_frames=4)
     assert [p.name for p in dataset.usable] == ["good.mp4"]
     assert len(dataset.skipped) == 3

@@ -136,10 +136,11 @@ def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float)
 
 
 def list_videos(source: str | Path) -> list[Path]:
-    """Video files of a folder (recursive), or the `path` entries of a JSONL manifest."""
+    """Video files of a folder (recursive; hidden files skipped: macOS `._*` sidecars, the
+    temporaries of an interrupted write), or the `path` entries of a JSONL manifest."""
     source = Path(source)
     if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
     if source.suffix == ".jsonl" and source.is_file():
         paths = []
         for n, line in enumerate(source.read_text().splitlines(), 1):
