@@ -58,6 +58,8 @@ def test_resume_continues_exactly(config, tmp_path):
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-4")
     (tmp_path / "resumed" / "checkpoints" / "step-4").mkdir()  # incomplete: no trainer_state.json
     assert latest_checkpoint(tmp_path / "resumed").name == "step-2"
+    with open(tmp_path / "resumed" / "log.jsonl", "a") as f:
+        f.write('{"step": 4, "seco')  # ... and mid-append to its log
     with pytest.raises(FrameMemError, match="--resume"):
         pretrain(config, tmp_path / "resumed")
     pretrain(config, tmp_path / "resumed", resume=True)

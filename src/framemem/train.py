@@ -154,10 +154,17 @@ class Trainer:
         return True
 
     def _trim_log(self) -> None:
-        """Drop log lines written after the checkpoint we resume from."""
+        """Drop log lines written after the checkpoint we resume from, and a last line torn
+        by a kill mid-append."""
+        def step_of(line: str) -> float:
+            try:
+                return json.loads(line)["step"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                return float("inf")
+
         path = self.run_dir / "log.jsonl"
         if path.exists() and self.accelerator.is_main_process:
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            keep = [line for line in path.read_text().splitlines() if line and step_of(line) <= self.step]
             write_text(path, "".join(line + "\n" for line in keep))
 
     def export(self, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
