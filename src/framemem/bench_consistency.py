@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .config import FrameMemConfig, get_preset, parse_rate
 from .files import write_json
@@ -167,9 +168,11 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
         references["truth"].append(match_scores(case["video"][case["back"].start : case["back"].end], first))
         references["other_scene"].append(match_scores(case["video"][case["other"].start : case["other"].end], first))
     records, pictures = [], {}
+    bar = tqdm(total=(len(VARIANTS) + len(budget.checkpoints)) * len(budget.seeds), desc="bench consistency", unit="run")
     for variant in (*VARIANTS, *budget.checkpoints):
         per_seed = []
         for seed in budget.seeds:
+            tqdm.write(f"run {bar.n + 1}/{bar.total}: {variant}, seed {seed}")
             trained = variant not in budget.checkpoints
             model = load_model(train_variant(variant, seed, budget, runs)) if trained else stage2_ready(load_model(variant), variant)
             scores = []
@@ -179,11 +182,13 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                 if seed == budget.seeds[0] and i == 0:
                     pictures[variant] = frames
             per_seed.append({k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")})
+            bar.update()
         record = {"variant": variant, "seeds": list(budget.seeds), "per_seed": per_seed}
         for key in ("psnr", "ssim", "feature"):
             values = [s[key] for s in per_seed]
             record[f"{key}_mean"], record[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
         records.append(record)
+    bar.close()
     refs = {name: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")}
             for name, scores in references.items()}
     result = {"budget": asdict(budget), "cases": [{"seed": c["seed"], "first": [c["first"].start, c["first"].end],
