@@ -3,7 +3,8 @@ import json
 import pytest
 from PIL import Image
 
-from framemem.files import atomic_path, save_image, write_json
+from framemem.errors import FrameMemError
+from framemem.files import atomic_path, read_jsonl, save_image, write_json
 
 
 def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -26,3 +27,12 @@ def test_images_keep_the_format_of_their_extension(tmp_path):
     plt.close(fig)
     assert Image.open(tmp_path / "sub" / "frame.png").format == "PNG"
     assert Image.open(tmp_path / "curve.png").size == (50, 50)
+
+
+def test_jsonl_leaves_out_a_torn_last_line_but_not_a_damaged_one(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # a run appending, or killed mid-append
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+    with pytest.raises(FrameMemError, match="line 2"):
+        read_jsonl(path)

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from .errors import FrameMemError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -41,3 +43,18 @@ def save_image(image, path: str | Path, **options) -> None:
     """Save a PIL image or a matplotlib figure; `options` go to `.save` / `.savefig`."""
     with atomic_path(path) as tmp:
         (image.savefig if hasattr(image, "savefig") else image.save)(tmp, **options)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file such as a run's log.jsonl. Appends are the one write
+    here that is not atomic, so a last line that is not JSON is left out: a run may be
+    writing it right now, or a kill tore it. A bad line anywhere else is an error."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise FrameMemError(f"{path}: line {number} is not JSON (the file is damaged)") from None
+    return records

@@ -1,7 +1,6 @@
 """PNG plots of training curves (matplotlib, no display needed)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -9,16 +8,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .files import save_image  # noqa: E402
+from .files import read_jsonl, save_image  # noqa: E402
 
 
 def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(loss records, eval records) of a run's log.jsonl."""
-    losses, evals = [], []
-    for line in Path(path).read_text().splitlines():
-        record = json.loads(line)
-        (evals if "eval" in record else losses).append(record)
-    return losses, evals
+    records = read_jsonl(path)
+    return [r for r in records if "eval" not in r], [r for r in records if "eval" in r]
 
 
 def plot_curves(logs: dict[str, str | Path] | str | Path, out_path: str | Path) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig
 from .errors import FrameMemError
-from .files import write_text
+from .files import read_jsonl, write_text
 from .model import FrameMem
 
 log = logging.getLogger("framemem")
@@ -156,16 +156,10 @@ class Trainer:
     def _trim_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from, and a last line torn
         by a kill mid-append."""
-        def step_of(line: str) -> float:
-            try:
-                return json.loads(line)["step"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                return float("inf")
-
         path = self.run_dir / "log.jsonl"
         if path.exists() and self.accelerator.is_main_process:
-            keep = [line for line in path.read_text().splitlines() if line and step_of(line) <= self.step]
-            write_text(path, "".join(line + "\n" for line in keep))
+            keep = [r for r in read_jsonl(path) if r["step"] <= self.step]
+            write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def export(self, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
         """Write the model folder (EMA weights when EMA is on)."""
