@@ -6,8 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from framemem.bench import QUICK, retrieval_table, run_config, train_run
-from framemem.bench_report import pareto
+from framemem.bench import QUICK, Budget, retrieval_table, run_config, train_run
+from framemem.bench_report import pareto, retrieval_command
 from framemem.framepack import framepack_tokens
 from test_metrics import write_lpips_files
 
@@ -28,6 +28,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     table = (tmp_path / "table1.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
     assert len(rows) == 2 + 2 and "LPIPS: unavailable" in table  # two variants, two references
+    assert "Command: `framemem bench retrieval --quick` —" in table
     assert set(data["references"]) == {"bicubic", "mean_frame"}
     grid = Image.open(tmp_path / "table1-grid.png")
     assert grid.height >= 3 * 64  # the truth row and one row per variant
@@ -46,6 +47,14 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     assert all(r["lpips"]["mean"] > 0 and r["lpips"]["std"] >= 0 for r in data["records"])
     assert data["references"]["bicubic"]["lpips"] >= 0
     assert "unavailable" not in (tmp_path / "table1-lpips.md").read_text()
+
+
+def test_the_report_names_the_command_that_reproduces_its_budget():
+    budget = dataclasses.asdict(Budget())
+    assert retrieval_command(budget) == "framemem bench retrieval"
+    budget |= {"steps": 2000, "seeds": [0, 1, 2], "lpips_backbone": "/w/alexnet.pth", "lpips_linear": "/w/alex.pth"}
+    assert retrieval_command(budget) == ("framemem bench retrieval --steps 2000 --seeds 0 1 2 "
+                                         "--lpips-backbone alexnet.pth --lpips-linear alex.pth")
 
 
 def test_pareto_front():

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from PIL import Image, ImageDraw
 
-from .bench import TITLES
+from .bench import QUICK, TITLES, Budget
 from .files import save_image, write_text
 from .plots import plt
 
@@ -43,12 +44,24 @@ def orderings(records: list[dict]) -> list[str]:
     return lines
 
 
+def retrieval_command(budget: dict) -> str:
+    """The `framemem bench retrieval` command line that reproduces `budget`'s figures."""
+    default = asdict(QUICK if budget["quick"] else Budget())
+    words = ["framemem bench retrieval"] + (["--quick"] if budget["quick"] else [])
+    if budget["steps"] != default["steps"]:
+        words.append(f"--steps {budget['steps']}")
+    if list(budget["seeds"]) != list(default["seeds"]):
+        words.append("--seeds " + " ".join(map(str, budget["seeds"])))
+    if budget.get("lpips_backbone"):
+        words.append(f"--lpips-backbone {Path(budget['lpips_backbone']).name} --lpips-linear {Path(budget['lpips_linear']).name}")
+    return " ".join(words)
+
+
 def write_markdown(result: dict, path: Path) -> None:
     budget = result["budget"]
-    quick = " --quick" if budget["quick"] else ""
     lines = [
         "# Table 1 at small scale: memory architectures and rates", "",
-        f"Command: `framemem bench retrieval{quick}` — every row trained with the tiny recipe for "
+        f"Command: `{retrieval_command(budget)}` — every row trained with the tiny recipe for "
         f"{budget['steps']} steps, seeds {', '.join(map(str, budget['seeds']))}, then {budget['times_per_video']} "
         f"random frames of each of {budget['eval_videos']} unseen procedural videos"
         f"{' and bikes' if budget['real'] else ''}, Euler sampling with {budget['sample_steps']} steps. "
