@@ -47,13 +47,18 @@ def test_diagnostics_compute(config):
 
 
 def _losses(run):
-    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+    records = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len({r["step"] for r in records}) == len(records), "a step logged twice"
+    return {r["step"]: r["loss"] for r in records}
 
 
 def test_resume_continues_exactly(config, tmp_path):
     config.train.steps = 4
     pretrain(config, tmp_path / "straight")
-    # the same run, killed while writing its step-4 checkpoint: resume must use step 2
+    # the same run, after an attempt killed before its first checkpoint (its log lines must go) ...
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "log.jsonl").write_text('{"step": 1, "loss": 99.0}\n')
+    # ... and killed while writing its step-4 checkpoint: resume must use step 2
     pretrain(config, tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-4")
     (tmp_path / "resumed" / "checkpoints" / "step-4").mkdir()  # incomplete: no trainer_state.json
@@ -62,10 +67,12 @@ def test_resume_continues_exactly(config, tmp_path):
         f.write('{"step": 4, "seco')  # ... and mid-append to its log
     with pytest.raises(FrameMemError, match="--resume"):
         pretrain(config, tmp_path / "resumed")
+    with pytest.raises(FrameMemError, match="memory encoder proposed, not only_lr"):
+        pretrain(config, tmp_path / "resumed", variant="only_lr", resume=True)
     pretrain(config, tmp_path / "resumed", resume=True)
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [1, 2, 3, 4]
-    assert resumed[3] == straight[3] and resumed[4] == straight[4]
+    assert resumed == straight
     assert (tmp_path / "resumed" / "curves.png").exists()
     a = FrameMem.from_pretrained(tmp_path / "straight" / "model")
     b = FrameMem.from_pretrained(tmp_path / "resumed" / "model")

@@ -125,7 +125,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
         if self.accelerator.is_main_process:
-            state = {"step": self.step, "elapsed_seconds": self.elapsed, "config": self.config.to_dict()}
+            state = {"step": self.step, "elapsed_seconds": self.elapsed, "config": self.config.to_dict(),
+                     "encoder": self._encoder_config()}
             (tmp / STATE_FILE).write_text(json.dumps(state))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -146,12 +147,21 @@ class Trainer:
 
         if model_numbers(FrameMemConfig.from_dict(state["config"])) != model_numbers(self.config):
             raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
+        saved = state.get("encoder", self._encoder_config())  # older checkpoints did not record it
+        if saved != self._encoder_config():
+            raise FrameMemError(f"{ckpt}: was trained with the memory encoder {saved.get('variant', saved)}, not "
+                                f"{self._encoder_config().get('variant')}; pass the same --variant, or start a new run folder")
         self.accelerator.load_state(str(ckpt))
         self.step, self.elapsed = state["step"], state["elapsed_seconds"]
         self.scheduler = self._scheduler(self.step)
         self._trim_log()
         log.info("resumed from %s (step %d)", ckpt, self.step)
         return True
+
+    def _encoder_config(self) -> dict:
+        """φ's config (variant, rate, widths) as JSON numbers, to match a checkpoint against."""
+        config = {k: v for k, v in self.unwrapped.encoder.config.items() if not k.startswith("_")}
+        return json.loads(json.dumps(config))
 
     def _trim_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from, and a last line torn
@@ -176,8 +186,10 @@ class Trainer:
 
     def fit(self, resume: bool = False, max_minutes: float | None = None, export_dtype: torch.dtype | None = None) -> "Trainer":
         """A whole run: resume if asked, train, export `run_dir/model`, plot `curves.png`."""
-        if resume:
-            self.resume()
+        if not (resume and self.resume()) and self.accelerator.is_main_process:
+            # a fresh start: lines of an attempt killed before its first checkpoint would
+            # otherwise stay at the top of the new run's log
+            (self.run_dir / "log.jsonl").unlink(missing_ok=True)
         self.config.save(self.run_dir / "framemem.json")
         self.train(max_minutes=max_minutes)
         self.export(dtype=export_dtype)
@@ -210,12 +222,12 @@ class Trainer:
         flags = self.accelerator.gather(torch.tensor([float(flag)], device=self.accelerator.device))
         return bool(flags.max() > 0)
 
-    def train(self, steps: int | None = None, max_minutes: float | None = None) -> None:
-        """Train up to `steps` (default: the config's) or for `max_minutes` more of training
+    def train(self, max_minutes: float | None = None) -> None:
+        """Train up to the config's steps or for `max_minutes` more of training
         time — the clock of the logged `seconds`, evaluation and checkpoints excluded, so a
         budget given in minutes is the same whether a run stops once or is resumed; checkpoints
         every `checkpoint_every` steps and at the end."""
-        total = steps or self.tc.steps
+        total = self.tc.steps
         budget = self.elapsed + 60 * max_minutes if max_minutes else None
         rank = self.accelerator.process_index
         self.model.train()
