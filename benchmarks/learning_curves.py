@@ -26,6 +26,7 @@ from framemem.config import get_preset
 from framemem.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
 from framemem.inference import load_model
+from framemem.metrics import mean_std
 from framemem.plots import plot_curves, read_log
 
 
@@ -47,8 +48,7 @@ def summarise(logs: dict[tuple[str, int], Path], marks: list[float]) -> dict:
             hits = [at_mark(evals, mark) for evals in runs]
             psnrs = [h["eval"]["one_step_psnr"] for h in hits]
             gaps = [h["eval"]["memory_gap"] for h in hits]
-            rows[str(mark)] = {"one_step_psnr": [float(np.mean(psnrs)), float(np.std(psnrs))],
-                               "memory_gap": [float(np.mean(gaps)), float(np.std(gaps))],
+            rows[str(mark)] = {"one_step_psnr": list(mean_std(psnrs)), "memory_gap": list(mean_std(gaps)),
                                "steps": [h["step"] for h in hits]}
         table[variant] = rows
     first = read_log(next(iter(logs.values())))[1][-1]["eval"]
@@ -66,8 +66,7 @@ def at_equal_steps(logs: dict[tuple[str, int], Path], wanted=(500, 1000, 2000, 3
         rows = {}
         for step in (s for s in wanted if s <= reached and all(s in e for e in runs)):
             hits = [e[step] for e in runs]
-            rows[str(step)] = {key: [float(np.mean([h["eval"][key] for h in hits])), float(np.std([h["eval"][key] for h in hits]))]
-                               for key in ("one_step_psnr", "memory_gap")}
+            rows[str(step)] = {key: list(mean_std([h["eval"][key] for h in hits])) for key in ("one_step_psnr", "memory_gap")}
             rows[str(step)]["minutes"] = float(np.mean([h["seconds"] / 60 for h in hits]))
         table[variant] = rows
     return table

