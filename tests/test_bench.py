@@ -32,6 +32,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     assert set(data["references"]) == {"bicubic", "mean_frame"}
     grid = Image.open(tmp_path / "table1-grid.png")
     assert grid.height >= 3 * 64  # the truth row and one row per variant
+    assert data["bicubic_down"] == "4×4"
     assert Image.open(tmp_path / "table1-tokens.png").size[0] > 0
     # an interrupted benchmark continues: a finished run is not trained again
     run = tmp_path / "runs" / "proposed-4x4x2-seed0"
@@ -39,7 +40,10 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     config = run_config("4x4x2", 0, budget.steps, budget.seconds)
     assert train_run(config, "proposed", run, real=False) == run / "model"
     assert (run / "log.jsonl").read_text() == before
-    # with local LPIPS weights the same runs are evaluated again (not trained) with LPIPS
+    # with local LPIPS weights the same runs are evaluated again (not trained) with LPIPS; the
+    # grid shows this evaluation's frames, not PNGs an earlier one left behind
+    for folder in (tmp_path / "runs" / "eval").glob("*/*"):
+        grid.save(folder / "gt_99.00.png")
     backbone, linear = write_lpips_files(tmp_path / "lpips")
     budget = dataclasses.replace(budget, lpips_backbone=str(backbone), lpips_linear=str(linear))
     data = retrieval_table(budget, tmp_path / "runs", tmp_path / "table1-lpips")
@@ -47,6 +51,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     assert all(r["lpips"]["mean"] > 0 and r["lpips"]["std"] >= 0 for r in data["records"])
     assert data["references"]["bicubic"]["lpips"] >= 0
     assert "unavailable" not in (tmp_path / "table1-lpips.md").read_text()
+    assert Image.open(tmp_path / "table1-lpips-grid.png").size == grid.size
 
 
 def test_the_report_names_the_command_that_reproduces_its_budget():

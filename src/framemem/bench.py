@@ -124,7 +124,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     from .metrics import LPIPS
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
-    records, evals, references = [], {}, None
+    records, evals, references, bicubic_down = [], {}, None, None
     bar = tqdm(total=len(budget.specs) * len(budget.seeds), desc="bench retrieval", unit="run")
     for variant, rate in budget.specs:
         scores = []
@@ -137,7 +137,9 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
                                         lpips)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
-            references = references or reference_scores(frames)
+            if references is None:  # the first run's frames, which are every run's
+                references = reference_scores(frames)
+                bicubic_down = "×".join(map(str, model.config.model.rate[:2]))
             tokens = next(iter(result["videos"].values()))["tokens"]
             scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
                                                                for k in ("psnr", "ssim", "lpips") if k in frames[0]})
@@ -156,7 +158,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
         })
     bar.close()
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
-              "references": references}
+              "references": references, "bicubic_down": bicubic_down}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_name(out.name + ".json"), result)
     from .bench_report import plot_tokens, retrieval_grid, write_markdown

@@ -1,6 +1,7 @@
 """Reports of `framemem bench retrieval`: Markdown table, PSNR-vs-tokens plot, frame grid."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from .bench import QUICK, TITLES, Budget
 from .files import save_image, write_text
+from .inference import time_label
 from .plots import plt
 
 # The paper's orderings (Table 1): (better, worse) pairs of (variant, rate).
@@ -39,6 +41,8 @@ def orderings(records: list[dict]) -> list[str]:
         diff = a["psnr_mean"] - b["psnr_mean"]
         spread = math.hypot(a["psnr_std"], b["psnr_std"])
         verdict = "holds" if diff > spread else "does not hold" if diff < -spread else "unresolved (within the seed spread)"
+        if min(len(a["seeds"]), len(b["seeds"])) < 2:
+            verdict = "unresolved (one seed: no spread to compare with)"
         lines.append(f"- {label(a)} > {label(b)}: **{verdict}** here, {diff:+.2f} dB "
                      f"(seed std {a['psnr_std']:.2f} and {b['psnr_std']:.2f}; combined ±{spread:.2f} dB).")
     return lines
@@ -76,7 +80,8 @@ def write_markdown(result: dict, path: Path) -> None:
         lpips = f"{r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f}" if r.get("lpips") else "unavailable"
         lines.append(f"| {label(r)} | {r['tokens']:,} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {lpips} | {paper_cells} |")
-    names = {"bicubic": "reference: each frame down 4×4 and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
+    down = result.get("bicubic_down", "4×4")
+    names = {"bicubic": f"reference: each frame down {down} and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
     for name, ref in (result.get("references") or {}).items():
         lpips = f"{ref['lpips']:.3f}" if "lpips" in ref else "—"
         lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — |")
@@ -119,7 +124,9 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
     """Rows: the ground truth, then each variant (one seed); columns: the first video's frames."""
     rows = [(k, folder) for k, folder in evals.items() if k[2] == seed]
     first_video = sorted(p for p in rows[0][1].iterdir() if p.is_dir())[0].name
-    truths = sorted((rows[0][1] / first_video).glob("gt_*.png"))
+    # the frames of this evaluation (metrics.json), not every PNG an earlier one left in the folder
+    metrics = json.loads((rows[0][1] / first_video / "metrics.json").read_text())
+    truths = [rows[0][1] / first_video / f"gt_{time_label(r['time'])}.png" for r in metrics["per_frame"]]
     cells = [("truth", truths)] + [
         (f"{TITLES[v]} {r}".replace("schedule", "").strip(), [folder / first_video / p.name.replace("gt_", "retrieved_") for p in truths])
         for (v, r, _), folder in rows
