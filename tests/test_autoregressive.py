@@ -1,4 +1,5 @@
 """Stage 2: storyboards, text encoders, incremental memory, fine-tuning and generation."""
+import contextlib
 import json
 
 import pytest
@@ -28,7 +29,9 @@ def test_storyboard_yaml_json_and_prompt_at(tmp_path):
 
 @pytest.mark.parametrize("data, message", [
     ({"prompts": [{"at": 3, "prompt": "a"}, {"at": 1, "prompt": "b"}]}, "times must increase"),
-    ({"prompts": [{"at": -1, "prompt": "a"}]}, "negative time"),
+    ({"prompts": [{"at": -1, "prompt": "a"}]}, "finite, non-negative number of seconds, not -1"),
+    ({"prompts": [{"at": float("nan"), "prompt": "a"}]}, "finite, non-negative"),
+    ({"prompts": [], 1: "x"}, "unknown: 1"),
     ({"prompts": [{"at": 0, "prompt": "  "}]}, "empty prompt"),
     ({"prompts": [{"at": 0, "prompt": "a", "camera": "pan"}]}, "unknown key"),
     ({"prompts": [], "fps": 4}, "unknown: fps"),
@@ -146,13 +149,17 @@ def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):
     other_size = procedural_mp4(2.0, name="other.mp4")  # 64x64 at 8 fps
     cases = [
         (["--storyboard", str(bad), "--seconds", "2"], "times must increase"),
-        (["--storyboard", str(good), "--seconds", "0"], "--seconds must be > 0"),
+        (["--storyboard", str(good), "--seconds", "0"], "argument --seconds: must be > 0, not 0"),
+        (["--storyboard", str(good), "--seconds", "inf"], "argument --seconds: must be > 0, not inf"),
+        (["--storyboard", str(good), "--seconds", "2", "--out", str(tmp_path / "story")], "name an .mp4"),
         (["--storyboard", str(good), "--seconds", "2", "--init-video", str(other_size)], "needs 32x32 at 4 fps"),
         (["--storyboard", str(good), "--seconds", "2"], "a stage-1 checkpoint (retrieval only)"),
     ]
     for args, message in cases:
         capsys.readouterr()
-        assert main(["generate", "--checkpoint", str(stage1), "--out", str(tmp_path / "x.mp4"), *args]) == 2
+        with pytest.raises(SystemExit) if "argument" in message else contextlib.nullcontext() as parse_error:
+            assert main(["generate", "--checkpoint", str(stage1), "--out", str(tmp_path / "x.mp4"), *args]) == 2
+        assert parse_error is None or parse_error.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (message, err)
 

@@ -55,6 +55,11 @@ def test_cache_matches_encoding_the_pixels_and_resumes(tmp_path, video_folder):
 
     again = build_cache(config, video_folder, tmp_path / "cache")  # resumes: nothing left to do
     assert again["processed_per_rank"] == [0] and again["videos"] == manifest["videos"]
+    with open(tmp_path / "cache" / "progress" / "rank-0.jsonl", "a") as f:
+        f.write('{"source": "/v')  # a kill mid-append: resume reads past it
+    assert build_cache(config, video_folder, tmp_path / "cache")["videos"] == manifest["videos"]
+    progress = (tmp_path / "cache" / "progress" / "rank-0.jsonl").read_text()
+    assert progress.endswith("}\n") and '"/v' not in progress  # the next append starts a line of its own
 
     model = FrameMem.build(config)
     histories = CachedHistories(tmp_path / "cache", config, model.encoder.block_frames)

@@ -83,3 +83,25 @@ def test_model_path_errors_are_one_line(args, message, tmp_path, capsys):
     code = main(["pretrain", *args, "--out", str(tmp_path / "run"), "--steps", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plan", "--fps", "0"], "framemem plan: error: argument --fps: must be > 0, not 0"),
+    (["demo", "--frames", "-1"], "framemem demo: error: argument --frames: must be > 0, not -1"),
+    (["cache", "--data", "v", "--out", "c", "--max-seconds", "nan"], "argument --max-seconds: must be > 0, not nan"),
+    (["pretrain", "--data"], "argument --data: expected at least one argument"),
+])
+def test_bad_arguments_are_one_line_before_any_work(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_conflicting_sources_and_unwritable_outputs_are_one_line(tmp_path, capsys):
+    assert main(["pretrain", "--data", "v", "--cache", "c", "--out", str(tmp_path / "run")]) == 2
+    assert main(["plan", "--model", "tiny", "--json", str(tmp_path)]) == 2  # a folder, not a file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "framemem: error: --data and --cache: give one source of training videos"
+    assert err[-1] == f"framemem: error: {tmp_path} is a folder: name a file to write"
+    assert not (tmp_path / "run").exists()

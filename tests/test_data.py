@@ -50,6 +50,14 @@ def test_corrupt_and_short_files_are_skipped_and_counted(tmp_path, procedural_mp
     assert list_videos(manifest) == [good.resolve()]
 
 
+def test_a_dataset_with_no_usable_video_is_an_error_not_procedural_training(tmp_path):
+    (tmp_path / "notes.mp4").write_text("this is not a video")
+    with pytest.raises(FrameMemError, match=r"no usable video .*\(1 skipped; notes.mp4: not a readable"):
+        VideoDataset(tmp_path, fps=4.0, height=32, width=32, min_frames=4)
+    with pytest.raises(FrameMemError, match="no usable video in .*videos_typo"):
+        VideoDataset(tmp_path / "videos_typo", fps=4.0, height=32, width=32, min_frames=4)
+
+
 def test_unreadable_file_is_a_clear_error(tmp_path):
     (tmp_path / "x.mp4").write_text("nope")
     with pytest.raises(FrameMemError, match="not a readable video"):

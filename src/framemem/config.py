@@ -116,7 +116,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
-    procedural_fraction: float = 1.0  # share of histories drawn from the procedural generator
+    # Share of histories drawn from the procedural generator when videos are given (--data);
+    # without videos every history is procedural.
+    procedural_fraction: float = 0.0
     procedural_pool: int | None = None  # training seeds in [0, pool), rendered once and cached
     # Histories of random length in [min, preset's seconds] (whole memory blocks); None:
     # always full length. φ is local in time and RoPE relative, so one model serves all

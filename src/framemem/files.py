@@ -20,6 +20,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers that pick a format
     by extension still do); it replaces `path` if the block completes, else it is removed."""
     path = Path(path)
+    if path.is_dir():
+        raise FrameMemError(f"{path} is a folder: name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:

@@ -19,7 +19,10 @@ def missing_weights(folder: Path, weights: str = WEIGHTS) -> list[str]:
     shards its index names ([] when complete, or when it holds legacy .bin weights)."""
     index = folder / f"{weights}.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise FrameMemError(f"{index} is not a weight index (no readable 'weight_map')") from None
         return [s for s in shards if not (folder / s).is_file()]
     if (folder / weights).is_file() or any(folder.glob("*.bin")):
         return []

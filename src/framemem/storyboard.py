@@ -15,6 +15,7 @@ nearest timestamp": the latest one not after it).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Storyboard:
     @classmethod
     def from_dict(cls, data, source: str = "storyboard") -> "Storyboard":
         if not isinstance(data, dict) or set(data) - TOP_KEYS or "prompts" not in data:
-            keys = sorted(set(data) - TOP_KEYS) if isinstance(data, dict) else []
+            keys = sorted(map(str, set(data) - TOP_KEYS)) if isinstance(data, dict) else []
             raise FrameMemError(f"{source}: expected a mapping with one key 'prompts'" + (f" (unknown: {', '.join(keys)})" if keys else ""))
         entries = data["prompts"]
         if not isinstance(entries, list) or not entries:
@@ -50,8 +51,8 @@ class Storyboard:
             at, prompt = entry["at"], entry["prompt"]
             if isinstance(at, bool) or not isinstance(at, (int, float)):
                 raise FrameMemError(f"{where}: 'at' must be a number of seconds, not {at!r}")
-            if at < 0:
-                raise FrameMemError(f"{where}: negative time {at}")
+            if not math.isfinite(at) or at < 0:
+                raise FrameMemError(f"{where}: 'at' must be a finite, non-negative number of seconds, not {at}")
             if times and at <= times[-1]:
                 raise FrameMemError(f"{where}: times must increase ({at} comes after {times[-1]})")
             if not isinstance(prompt, str) or not prompt.strip():
@@ -65,14 +66,16 @@ class Storyboard:
         path = Path(path)
         if not path.is_file():
             raise FrameMemError(f"{path}: no such storyboard file")
-        text = path.read_text()
         try:
+            text = path.read_text(encoding="utf-8")
             if path.suffix.lower() == ".json":
                 data = json.loads(text)
             else:
                 import yaml
 
                 data = yaml.safe_load(text)
+        except UnicodeDecodeError:
+            raise FrameMemError(f"{path}: not a UTF-8 text file") from None
         except (json.JSONDecodeError, ValueError) as err:
             raise FrameMemError(f"{path}: not valid JSON ({err})") from None
         except Exception as err:  # yaml.YAMLError and its subclasses

@@ -177,6 +177,10 @@ class VideoDataset:
         self.cache_size = cache_size
         self.usable = [p for p in self.files if self._probe(p)]
         log.info("dataset: %s", self.summary())
+        if not self.usable:  # training on nothing but the procedural generator would be a silent surprise
+            first = next(iter(self.skipped.items()), None)
+            raise FrameMemError(f"no usable video in {', '.join(map(str, sources))}"
+                                + (f" ({len(self.skipped)} skipped; {Path(first[0]).name}: {first[1]})" if first else ""))
 
     def summary(self) -> str:
         return f"{len(self.usable)} usable videos, {len(self.skipped)} skipped"
