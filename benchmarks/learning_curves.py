@@ -128,7 +128,10 @@ def main() -> None:
     summary = summarise(logs, [m for m in args.marks if not args.minutes or m <= args.minutes] or [args.minutes])
     budget = f"{args.minutes:g}min" if args.minutes else "full"
     final = {}
-    if not args.no_final_eval:
+    past = [f"{v}-{s}" for (v, s), log in logs.items() if args.minutes and read_log(log)[1][-1]["seconds"] > 60 * args.minutes * 1.02]
+    if past and not args.no_final_eval:  # a run continued past the budget no longer has its model at the mark
+        print(f"no sampled evaluation: {', '.join(past)} trained past {args.minutes:g} minutes (their models are later ones)")
+    if not args.no_final_eval and not past:
         for (v, s), log in logs.items():
             model = load_model(log.parent / "model")
             result = evaluate_retrieval(model, unseen_videos(model.config.model, 2), 4, Path(args.runs) / "eval" / f"{v}-{s}-{budget}")
