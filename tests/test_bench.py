@@ -21,6 +21,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     for r in data["records"]:
         assert r["seeds"] == [0, 1] and len(r["per_seed"]) == 2
         assert r["psnr_std"] >= 0 and 0 < r["psnr_mean"] < 60 and -1 <= r["ssim_mean"] <= 1
+        assert 0 < r["one_step_psnr"]["mean"] < 60 and r["one_step_psnr"]["std"] >= 0
         assert r["lpips"] is None
     tokens = {r["variant"]: r["tokens"] for r in data["records"]}
     assert tokens == {"proposed": 8 * 2 * 2, "framepack": framepack_tokens((16, 8, 8))}  # 4 s histories

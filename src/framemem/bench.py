@@ -142,7 +142,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
                 bicubic_down = "×".join(map(str, model.config.model.rate[:2]))
             tokens = next(iter(result["videos"].values()))["tokens"]
             scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
-                                                               for k in ("psnr", "ssim", "lpips") if k in frames[0]})
+                                                               for k in ("psnr", "ssim", "lpips", "one_step_psnr") if k in frames[0]})
             evals[(variant, rate, seed)] = runs / "eval" / name
             tqdm.write(f"{name}: PSNR {scores[-1]['psnr']:.2f} dB, SSIM {scores[-1]['ssim']:.3f} "
                        f"over {len(frames)} unseen frames")
@@ -152,6 +152,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             "variant": variant, "rate": rate, "tokens": scores[0]["tokens"]["memory"],
             "full_context_tokens": scores[0]["tokens"]["full_context"],
             "psnr_mean": psnr_mean, "psnr_std": psnr_std, "ssim_mean": ssim_mean, "ssim_std": ssim_std,
+            "one_step_psnr": dict(zip(("mean", "std"), mean_std([s["one_step_psnr"] for s in scores]))),
             "lpips": dict(zip(("mean", "std"), mean_std([s["lpips"] for s in scores]))) if lpips else None,
             "seeds": list(budget.seeds), "per_seed": scores,
             "paper": dict(zip(("psnr", "ssim", "lpips"), PAPER_TABLE1[(variant, rate)])) if (variant, rate) in PAPER_TABLE1 else None,

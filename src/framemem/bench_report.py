@@ -69,22 +69,25 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{budget['steps']} steps, seeds {', '.join(map(str, budget['seeds']))}, then {budget['times_per_video']} "
         f"random frames of each of {budget['eval_videos']} unseen procedural videos"
         f"{' and bikes' if budget['real'] else ''}, Euler sampling with {budget['sample_steps']} steps. "
-        "PSNR/SSIM are means over seeds ± std. The paper's figures (Zhang et al., 2025, Table 1) come "
-        "from Wan/HunyuanVideo-scale models on their own test videos: compare orderings, not values.", "",
-        "| Method | memory tokens | PSNR ↑ | SSIM ↑ | LPIPS ↓ | paper PSNR | paper SSIM | paper LPIPS |",
-        "|---|---|---|---|---|---|---|---|",
+        "Figures are means over seeds ± their sample std; one-step PSNR is the x0 estimate from pure noise "
+        "(the conditional mean given the memory, no sampler). The paper's figures (Zhang et al., 2025, Table 1) "
+        "come from Wan/HunyuanVideo-scale models on their own test videos: compare orderings, not values.", "",
+        "| Method | memory tokens | PSNR ↑ | SSIM ↑ | LPIPS ↓ | one-step PSNR ↑ | paper PSNR | paper SSIM | paper LPIPS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["records"]:
         paper = r["paper"] or {}
         paper_cells = " | ".join(f"{paper[k]:g}" if k in paper else "—" for k in ("psnr", "ssim", "lpips"))
         lpips = f"{r['lpips']['mean']:.3f} ± {r['lpips']['std']:.3f}" if r.get("lpips") else "unavailable"
+        one_step = r["one_step_psnr"]
         lines.append(f"| {label(r)} | {r['tokens']:,} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {lpips} | {paper_cells} |")
+                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {lpips} | {one_step['mean']:.2f} ± {one_step['std']:.2f} | "
+                     f"{paper_cells} |")
     down = result.get("bicubic_down", "4×4")
     names = {"bicubic": f"reference: each frame down {down} and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
     for name, ref in (result.get("references") or {}).items():
         lpips = f"{ref['lpips']:.3f}" if "lpips" in ref else "—"
-        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — |")
+        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — | — |")
     lpips_note = ("LPIPS: AlexNet version (Zhang et al., 2018) from the local weight files given, on frames at "
                   "the model's resolution." if budget.get("lpips_backbone") else
                   "LPIPS: unavailable — it needs local weight files (`--lpips-backbone`, `--lpips-linear`), and no "
