@@ -2,8 +2,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
-from framemem.codecs import SpaceToDepthCodec, WanVAECodec, check_divisible
+from framemem.codecs import LatentCodec, SpaceToDepthCodec, WanVAECodec, check_divisible
 from framemem.errors import FrameMemError
+from framemem.memory import MemoryEncoder
 
 
 def test_space_to_depth_is_lossless():
@@ -76,3 +77,72 @@ def test_a_folder_without_its_weights_names_the_missing_files(tmp_path):
         WanVAECodec.from_pretrained(str(tmp_path / "pipe"))
     with pytest.raises(FrameMemError, match="no such folder"):
         WanVAECodec.from_pretrained(str(tmp_path / "not-there"))
+
+
+class CausalMeanCodec(LatentCodec):
+    """A stand-in with the Wan VAE's time axis, in pixel space: latent 0 is frame 0, latent j
+    the mean of frames 4j-3..4j; decoding a latent repeats it, plus half its change since the
+    latent before (so a decoder's causal past shows in its pixels)."""
+
+    causal, temporal_factor, channels = True, 4, 3
+
+    def encode(self, video):
+        blocks = [video[:, :, :1]] + [video[:, :, i : i + 4].mean(2, keepdim=True) for i in range(1, video.shape[2], 4)]
+        return torch.cat(blocks, dim=2)
+
+    def decode(self, latents):
+        frames = [latents[:, :, :1]]
+        for j in range(1, latents.shape[2]):
+            z = latents[:, :, j : j + 1] + 0.5 * (latents[:, :, j : j + 1] - latents[:, :, j - 1 : j])
+            frames.append(z.expand(-1, -1, 4, -1, -1))
+        return torch.cat(frames, dim=2)
+
+
+def test_scattered_latents_decode_from_themselves_alone():
+    codec = CausalMeanCodec()
+    latents = torch.arange(6.0).view(1, 1, 6, 1, 1).expand(1, 3, 6, 2, 2)  # latent j holds the value j
+    picked, pixel_frames = latents[:, :, [0, 3, 5]], [0, 10, 19]
+    assert [codec.latent_index(p) for p in pixel_frames] == [0, 3, 5]
+    decoded = codec.decode_frames(picked, pixel_frames)
+    assert decoded.shape == (1, 3, 3, 2, 2) and torch.equal(decoded[0, 0, :, 0, 0], torch.tensor([0.0, 3.0, 5.0]))
+    assert not torch.equal(codec.decode(picked)[0, 0, 1, 0, 0], torch.tensor(3.0))  # decoded as one clip: 0 leaks in
+    # a continuation is decoded after its past: the same pixels as decoding the whole clip
+    assert torch.equal(codec.decode_after(latents[:, :, 4:], latents[:, :, :4]), codec.decode(latents)[:, :, -8:])
+    assert [codec.pixel_index(j) for j in (0, 1, 5)] == [0, 4, 20]
+
+
+def test_the_lr_branch_covers_the_pixels_of_its_memory_frame_with_a_causal_codec():
+    codec = CausalMeanCodec()
+    encoder = MemoryEncoder(latent_channels=3, dit_width=8, patch_size=(1, 1, 1), rate=(1, 1, 2), variant="only_lr")
+    video = torch.arange(25.0).view(1, 1, 25, 1, 1).expand(1, 3, 25, 2, 2)  # pixel frame i holds the value i
+    latents = codec.encode(video)  # 7 latents: frame 0, then blocks of 4
+    low_res = encoder.low_res_latents(video, codec, tuple(latents.shape[2:]))
+    # memory frame i holds latents 2i, 2i+1 (the last one padded by replication): its LR latent is
+    # the mean of exactly their pixels: 0..4, 5..12, 13..20, then 21..24 and its padding
+    assert torch.allclose(low_res[0, 0, :, 0, 0], torch.tensor([2.0, 8.5, 16.5, 23.25]))
+
+
+def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
+    """The whole retrieval path with a (tiny, random) Wan VAE: frames scattered in time come
+    back one per asked time, at the video's size, and the diagnostics compare real pixels."""
+    from conftest import small_config
+
+    from framemem.inference import run_retrieval
+    from framemem.model import FrameMem
+    from framemem.retrieval import memory_diagnostics, retrieve_frames
+    from framemem.video import to_model
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    config = small_config()
+    m = config.model
+    m.codec, m.vae_path, m.codec_factor, m.codec_temporal_factor, m.codec_channels = "wan_vae", str(tmp_path / "vae"), 4, 2, 4
+    m.transformer.update(in_channels=4, out_channels=4)
+    model = FrameMem.build(config).eval()
+    frames = torch.randint(0, 256, (17, 32, 32, 3), dtype=torch.uint8)  # 4 s at 4 fps + frame 0
+    retrieved, _ = retrieve_frames(model, to_model(frames[None]), [0, 6, 13], steps=2)
+    assert retrieved.shape == (1, 3, 3, 32, 32)  # one frame per asked frame, not a decoded clip
+    metrics = run_retrieval(model, frames, [0.0, 1.5, 3.25], tmp_path / "out", steps=2)
+    assert [r["frame_index"] for r in metrics["per_frame"]] == [0, 6, 13]
+    assert all(0 < r["psnr"] < 60 for r in metrics["per_frame"])
+    result = memory_diagnostics(model, [torch.rand(1, 3, 17, 32, 32) * 2 - 1] * 2)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.values())

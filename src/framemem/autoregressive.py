@@ -23,6 +23,10 @@ from .flow import add_noise, sample, sample_timesteps, velocity_target
 from .memory import MemoryTokens
 from .video import to_model
 
+# A causal VAE (Wan) decodes a generated section after this many latent frames of the video
+# before it, as its past; a bounded past keeps decoding cost per section, not per video.
+DECODE_PAST = 4
+
 
 def section_latent_frames(model) -> int:
     """Latent frames one section holds: the preset's section length, in whole memory blocks."""
@@ -174,6 +178,7 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
     section = section_latent_frames(model)
     state = MemoryState(model, window_blocks(model))
     pieces, records = [], []
+    past = None  # the latent frames a causal decoder reads each new section after
     if init_video is not None:
         latents, low_res = model.history_latents(init_video)
         whole = latents.shape[2] // model.encoder.block_frames * model.encoder.block_frames
@@ -183,6 +188,7 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         latents, low_res = model.history_latents(init_video)
         state.append(latents, low_res)
         pieces.append(init_video)
+        past = latents[:, :, -DECODE_PAST:]
     generator = torch.Generator().manual_seed(seed)
     h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
     count = max(1, int(np.ceil(seconds * mc.fps / codec.pixel_frames(section))))
@@ -193,7 +199,8 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         noise = torch.randn((1, codec.channels, section, h, w), generator=generator)
         x0 = sample_section(model, memory, state.latent_frames, model.text_encoder([prompt, ""]), noise, steps, cfg,
                             progress)
-        pixels = codec.decode(x0).clamp(-1, 1)
+        pixels = codec.decode_after(x0, past).clamp(-1, 1)
+        past = (x0 if past is None else torch.cat([past, x0], dim=2))[:, :, -DECODE_PAST:]
         state.append(x0, model.encoder.low_res_latents(pixels, codec, tuple(x0.shape[2:])))
         pieces.append(pixels)
         records.append({"start_seconds": round(start, 3), "prompt": prompt,
@@ -229,7 +236,8 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
         target = velocity_target(x0, noise)
         with_memory.append(F.mse_loss(v, target).item())
         without.append(F.mse_loss(v_none, target).item())
-        psnrs.append(psnr(model.codec.decode(estimate_x0(noise, v, t)), model.codec.decode(x0)))
+        estimate = model.codec.decode_after(estimate_x0(noise, v, t), latents[:, :, max(0, h - DECODE_PAST) : h])
+        psnrs.append(psnr(estimate, clip[:, :, -estimate.shape[2]:]))
     result = {"one_step_psnr": float(np.mean(psnrs)), "loss_t1": float(np.mean(with_memory)),
               "loss_t1_no_memory": float(np.mean(without))}
     result["memory_gap"] = result["loss_t1_no_memory"] - result["loss_t1"]

@@ -45,6 +45,37 @@ class LatentCodec(nn.Module):
             return 1 + (latent_frames - 1) * self.temporal_factor
         return latent_frames * self.temporal_factor
 
+    def pixel_index(self, latent_frame: int) -> int:
+        """A pixel frame that latent frame `latent_frame` holds: the last of its block."""
+        if self.causal:
+            return latent_frame * self.temporal_factor
+        return latent_frame * self.temporal_factor + self.temporal_factor - 1
+
+    def decode_frames(self, latents: torch.Tensor, pixel_frames: list[int]) -> torch.Tensor:
+        """Latent frames scattered in time, (B, C, K, h, w), each decoded from itself alone,
+        and of each the pixel frame `pixel_frames[k]` (a frame its block holds): (B, 3, K, H, W).
+
+        A causal decoder reads a block only after its past; here the past of latent k is a
+        copy of latent k (a still scene), so nothing but that latent enters its pixels."""
+        if self.temporal_factor == 1:
+            return self.decode(latents)
+        b, c, k, h, w = latents.shape
+        single = latents.transpose(1, 2).reshape(b * k, c, 1, h, w)
+        pixels = self.decode(single.repeat(1, 1, 2, 1, 1) if self.causal else single)
+        pixels = pixels.unflatten(0, (b, k))  # (B, K, 3, T', H, W)
+        offsets = [(0 if p == 0 else 1 + (p - 1) % self.temporal_factor) if self.causal else p % self.temporal_factor
+                   for p in pixel_frames]
+        return torch.stack([pixels[:, i, :, o] for i, o in enumerate(offsets)], dim=2)
+
+    def decode_after(self, latents: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Pixels of `latents` (B, C, n, h, w) as the continuation of the latent frames
+        `context` (B, C, c, h, w): a causal decoder reads them after that past and the
+        frames of `latents` alone are returned (n · temporal_factor of them)."""
+        if not self.causal or context is None or context.shape[2] == 0:
+            return self.decode(latents)
+        pixels = self.decode(torch.cat([context, latents], dim=2))
+        return pixels[:, :, -latents.shape[2] * self.temporal_factor :]
+
 
 class SpaceToDepthCodec(LatentCodec):
     """Lossless pixel-space codec: f x f pixel blocks become 3·f² channels.

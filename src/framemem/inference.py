@@ -66,11 +66,10 @@ def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out
         if not 0 <= t < duration:
             raise FrameMemError(f"time {t:g}s is outside the video (0 to {duration:.2f}s at {mc.fps:g} fps)")
     indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
-    latent_indices = [model.codec.latent_index(i) for i in indices]
     video = to_model(frames)
     steps = steps or model.config.train.sample_steps
-    retrieved, memory = retrieve_frames(model, video, latent_indices, steps=steps, sampler=sampler, seed=seed)
-    mean_estimate, _ = retrieve_frames(model, video, latent_indices, one_step=True, seed=seed)
+    retrieved, memory = retrieve_frames(model, video, indices, steps=steps, sampler=sampler, seed=seed)
+    mean_estimate, _ = retrieve_frames(model, video, indices, one_step=True, seed=seed)
     truth = video[0, :, indices].transpose(0, 1)  # (K, 3, H, W)
     got = retrieved[0].transpose(0, 1)
     one_step = mean_estimate[0].transpose(0, 1)

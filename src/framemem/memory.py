@@ -227,6 +227,13 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         _, _, t, h, w = video.shape
         if (t_pix, h_pix, w_pix) != (t, h, w):
             video = F.pad(video, [0, w_pix - w, 0, h_pix - h, 0, t_pix - t], mode="replicate")
+        if codec.causal and rt > 1:
+            # latent 0 holds pixel frame 0 alone, latent j the block 4j-3..4j: the first rt latents
+            # (1 + 4(rt-1) pixels) become LR pixel frame 0, then every rt pixel frames one, so each
+            # LR latent covers exactly the pixels of the rt latents of its memory frame
+            head = 1 + codec.temporal_factor * (rt - 1)
+            rest = F.avg_pool3d(video[:, :, head:], (rt, 1, 1)) if t_pix > head else video[:, :, :0]
+            video = torch.cat([video[:, :, :head].mean(dim=2, keepdim=True), rest], dim=2)
         size = (codec.pixel_frames(grid[0] * self.patch[0]), h_pix // rh, w_pix // rw)
         return codec.encode(F.interpolate(video, size=size, mode="area"))
 

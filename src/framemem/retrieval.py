@@ -87,8 +87,9 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         v = model.dit(noise, frames, t, memory.tokens, memory.positions)
         target = velocity_target(x0, noise)
         true_losses.append(F.mse_loss(v, target).item())
-        estimate = model.codec.decode(estimate_x0(noise, v, t))
-        truth = model.codec.decode(x0)
+        pixel_frames = [model.codec.pixel_index(j) for j in omega[0].tolist()]
+        estimate = model.codec.decode_frames(estimate_x0(noise, v, t), pixel_frames)
+        truth = video[:, :, pixel_frames]
         psnrs.append(psnr(estimate, truth))
         frames_px = truth[0].transpose(0, 1)  # (K, 3, H, W)
         mean_psnrs.append(psnr(video[0].mean(dim=1, keepdim=True).transpose(0, 1).expand_as(frames_px), frames_px))
@@ -111,26 +112,28 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
 def retrieve_frames(
     model,
     video: torch.Tensor,
-    frame_indices: list[int],
+    pixel_frames: list[int],
     steps: int = 16,
     sampler: str = "euler",
     seed: int = 0,
     one_step: bool = False,
     progress: bool = False,
 ) -> tuple[torch.Tensor, MemoryTokens]:
-    """Reconstruct latent frames of a history from its memory alone.
+    """Reconstruct frames of a history from its memory alone: the latent frame that holds
+    each pixel frame is sampled, then decoded from itself alone (`decode_frames`).
 
     Args:
         video: (1, 3, T, H, W) history in [-1, 1].
-        frame_indices: latent frame indices to retrieve.
+        pixel_frames: indices into T of the frames to retrieve.
     Returns:
         retrieved pixels (1, 3, K, H, W) and the memory it used.
     """
     latents, memory = model.encode_history(video)
     c, _, h, w = latents.shape[1:]
-    omega = torch.tensor(frame_indices, dtype=torch.float32, device=latents.device)[None]
+    omega = torch.tensor([model.codec.latent_index(p) for p in pixel_frames], dtype=torch.float32,
+                         device=latents.device)[None]
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((1, c, len(frame_indices), h, w), generator=generator).to(latents)
+    noise = torch.randn((1, c, len(pixel_frames), h, w), generator=generator).to(latents)
 
     def velocity(x_t, t):
         return model.dit(x_t, omega, t, memory.tokens, memory.positions)
@@ -140,7 +143,7 @@ def retrieve_frames(
         x0 = estimate_x0(noise, velocity(noise, t), t)
     else:
         x0 = sample(velocity, noise, steps=steps, sampler=sampler, progress=progress)
-    return model.codec.decode(x0).clamp(-1, 1), memory
+    return model.codec.decode_frames(x0, pixel_frames).clamp(-1, 1), memory
 
 
 def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> torch.Tensor:
