@@ -54,7 +54,6 @@ def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, weights_n
         return model_cls.from_pretrained(target, subfolder=sub, **kwargs)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FrameMemError(
-            f"cannot load {model_cls.__name__} from '{path_or_id}': not a usable local diffusers folder, "
-            f"and the hub could not provide it (offline?): {first}"
-        ) from None
+        why = ("its files do not load" if local.exists() else
+               "not a local folder, and the hub could not provide it (offline?)")
+        raise FrameMemError(f"cannot load {model_cls.__name__} from '{path_or_id}': {why}: {first}") from None
