@@ -110,3 +110,18 @@ def test_an_option_of_the_other_benchmark_is_refused_not_ignored(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_finished_run_frees_its_training_data(tmp_path):
+    """A benchmark trains many runs in one process: each run's cached videos must go with it."""
+    import gc
+
+    from framemem.data import HistorySampler
+
+    gc.collect()
+    gc.disable()  # as when the cyclic collector happens not to run between two runs
+    try:
+        train_run(run_config("4x4x2", 0, 1, 4.0), "only_lr", tmp_path / "run", real=False)
+        assert not [o for o in gc.get_objects() if isinstance(o, HistorySampler)]
+    finally:
+        gc.enable()

