@@ -126,7 +126,7 @@ def test_finetune_then_generate_end_to_end(stage1, tmp_path, capsys):
     from framemem.video import load_frames
 
     frames = load_frames(out, 4.0, 32, 32)
-    assert len(frames) == 12  # 2.5 s rounds up to three 1-s sections at 4 fps
+    assert len(frames) == 10  # 2.5 s at 4 fps: three 1-s sections, the last one cut to length
     sections = json.loads(out.with_suffix(".json").read_text())["sections"]
     assert [s["prompt"] for s in sections] == ["a ginger cat", "a brick wall", "a brick wall"]
     model = FrameMem.from_pretrained(ckpt)
@@ -137,8 +137,9 @@ def test_finetune_then_generate_end_to_end(stage1, tmp_path, capsys):
     again = tmp_path / "more.mp4"
     assert main(["generate", "--checkpoint", str(ckpt), "--storyboard", str(tmp_path / "story.yaml"),
                  "--seconds", "2", "--steps", "2", "--init-video", str(out), "--out", str(again)]) == 0
-    assert len(load_frames(again, 4.0, 32, 32)) == 12 + 8
-    assert json.loads(again.with_suffix(".json").read_text())["sections"][0]["memory_tokens"] == 3 * per_section
+    assert len(load_frames(again, 4.0, 32, 32)) == 10 + 8  # the init video, then 2 s
+    assert json.loads(again.with_suffix(".json").read_text())["sections"][0]["memory_tokens"] == \
+        model.encoder.token_count((10, 8, 8))  # the memory of the whole init video
 
 
 def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):

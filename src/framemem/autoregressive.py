@@ -149,7 +149,7 @@ def sample_section(model, memory: MemoryTokens | None, offset: int, text: torch.
     """Sample one section (1, C, S, h, w) at latent frames offset…offset+S−1, given the memory
     and text (2, L, text_dim): the prompt's and the empty one's (classifier-free guidance)."""
     section = noise.shape[2]
-    frames = (offset + torch.arange(section)).float()[None].expand(2, -1)
+    frames = (offset + torch.arange(section, device=noise.device)).float()[None].expand(2, -1)
     tokens = None if memory is None else memory.tokens.expand(2, -1, -1)
     positions = None if memory is None else memory.positions
 
@@ -179,7 +179,9 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
     state = MemoryState(model, window_blocks(model))
     pieces, records = [], []
     past = None  # the latent frames a causal decoder reads each new section after
+    device = next(model.parameters()).device
     if init_video is not None:
+        init_video = init_video.to(device)
         latents, low_res = model.history_latents(init_video)
         whole = latents.shape[2] // model.encoder.block_frames * model.encoder.block_frames
         if whole == 0:
@@ -191,12 +193,15 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         past = latents[:, :, -DECODE_PAST:]
     generator = torch.Generator().manual_seed(seed)
     h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
-    count = max(1, int(np.ceil(seconds * mc.fps / codec.pixel_frames(section))))
+    wanted = max(1, int(round(seconds * mc.fps)))  # new pixel frames
+    per_section = section * codec.temporal_factor  # a causal codec's first section has 1 + tf·(S−1)
+    first = codec.pixel_frames(section) if past is None else per_section
+    count = 1 + max(0, -(-(wanted - first) // per_section))
     for _ in tqdm(range(count), desc="sections", disable=not progress):
         start = state.latent_frames * codec.temporal_factor / mc.fps
         prompt = storyboard.prompt_at(start + ar.section_seconds / 2)
         memory = state.memory()
-        noise = torch.randn((1, codec.channels, section, h, w), generator=generator)
+        noise = torch.randn((1, codec.channels, section, h, w), generator=generator).to(device)
         x0 = sample_section(model, memory, state.latent_frames, model.text_encoder([prompt, ""]), noise, steps, cfg,
                             progress)
         pixels = codec.decode_after(x0, past).clamp(-1, 1)
@@ -205,7 +210,8 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         pieces.append(pixels)
         records.append({"start_seconds": round(start, 3), "prompt": prompt,
                         "memory_tokens": 0 if memory is None else memory.tokens.shape[1]})
-    return torch.cat(pieces, dim=2), records
+    kept = (0 if init_video is None else init_video.shape[2]) + wanted  # the last section may overshoot
+    return torch.cat(pieces, dim=2)[:, :, :kept].cpu(), records
 
 
 @torch.no_grad()
@@ -228,8 +234,8 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
         x0 = latents[:, :, h:]
         memory = split_memory(model, latents, low_res, h)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
-        t = torch.ones(1, section)
-        frames = (h + torch.arange(section)).float()[None]
+        t = torch.ones(1, section, device=x0.device)
+        frames = (h + torch.arange(section, device=x0.device)).float()[None]
         text = model.text_encoder([prompt])
         v = model.dit(noise, frames, t, memory.tokens, memory.positions, text)
         v_none = model.dit(noise, frames, t, None, None, text)

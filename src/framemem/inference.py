@@ -22,10 +22,11 @@ DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
 
 
 def load_model(checkpoint: str | Path) -> FrameMem:
+    """A checkpoint folder's model, on the GPU when there is one."""
     path = Path(checkpoint)
     if not path.exists():
         raise FrameMemError(f"checkpoint {path}: no such folder")
-    return FrameMem.from_pretrained(path)
+    return FrameMem.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def time_label(seconds: float) -> str:
@@ -200,7 +201,8 @@ def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
     if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
         from .text import build_text_encoder
 
-        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim, model.config.model.transformer_path)
+        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim,
+                                                model.config.model.transformer_path).to(next(model.parameters()).device)
     return model
 
 

@@ -128,7 +128,7 @@ def retrieve_frames(
     Returns:
         retrieved pixels (1, 3, K, H, W) and the memory it used.
     """
-    latents, memory = model.encode_history(video)
+    latents, memory = model.encode_history(video.to(next(model.parameters()).device))
     c, _, h, w = latents.shape[1:]
     omega = torch.tensor([model.codec.latent_index(p) for p in pixel_frames], dtype=torch.float32,
                          device=latents.device)[None]
@@ -143,7 +143,7 @@ def retrieve_frames(
         x0 = estimate_x0(noise, velocity(noise, t), t)
     else:
         x0 = sample(velocity, noise, steps=steps, sampler=sampler, progress=progress)
-    return model.codec.decode_frames(x0, pixel_frames).clamp(-1, 1), memory
+    return model.codec.decode_frames(x0, pixel_frames).clamp(-1, 1).cpu(), memory
 
 
 def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> torch.Tensor:
