@@ -43,8 +43,8 @@ def test_corrupt_and_short_files_are_skipped_and_counted(tmp_path, procedural_mp
     assert len(dataset.skipped) == 3
     assert dataset.summary() == "1 usable videos, 3 skipped"
     assert "too short" in dataset.skipped[str(tmp_path / "short.mp4")]
-    clip = dataset.sample_clip(np.random.default_rng(0), 8)
-    assert clip.shape == (8, 32, 32, 3) and clip.dtype == torch.uint8
+    clip, caption = dataset.sample_clip(np.random.default_rng(0), 8)
+    assert clip.shape == (8, 32, 32, 3) and clip.dtype == torch.uint8 and caption == ""  # no sidecar
     manifest = tmp_path / "list.jsonl"
     manifest.write_text(json.dumps({"path": good.name}) + "\n")
     assert list_videos(manifest) == [good.resolve()]
@@ -69,8 +69,11 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
 def test_histories_from_short_files_are_cut_together(config, procedural_mp4, tmp_path):
     procedural_mp4(3.0, "a.mp4", seed=1)
     procedural_mp4(2.0, "b.mp4", seed=2)
+    (tmp_path / "a.txt").write_text("a kite drifts left\n")  # a sidecar caption
     dataset = VideoDataset(tmp_path, config.model.fps, 32, 32, min_frames=4)
     sampler = HistorySampler(config.model, dataset, procedural_fraction=0.0)
+    captions = {sampler.sample_with_caption(np.random.default_rng(i), 8, caption_at=7)[1] for i in range(40)}
+    assert captions == {"", "a kite drifts left", "a kite drifts right"}  # b has none; flips mirror it
     batch = sampler.batch(np.random.default_rng(0), 2)
     assert batch.shape == (2, 3, config.model.history_frames, 32, 32)
     assert batch.min() >= -1 and batch.max() <= 1

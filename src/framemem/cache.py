@@ -108,7 +108,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
 
     from .codecs import build_codec
     from .memory import MemoryEncoder
-    from .video import center_crop, list_videos, read_video, video_size
+    from .video import caption_of, center_crop, list_videos, read_video, video_size
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -180,13 +180,13 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
         vid = video_id(path)
         tensors[f"{vid}/latents"] = latents[0].cpu().contiguous()
         tensors[f"{vid}/low_res"] = low_res[0].cpu().contiguous()
-        caption = path.with_suffix(".txt")
+        caption = caption_of(path)
         if text_encoder is not None:
             with torch.no_grad():
-                text = text_encoder([caption.read_text().strip() if caption.is_file() else ""])
+                text = text_encoder([caption or ""])
             tensors[f"{vid}/text"] = _trim(text)[0].cpu().contiguous()
         pending.append({"source": str(path), "id": vid, "bucket": bucket, "frames": frames_used,
-                        "latent_frames": latents.shape[2], "caption": caption.read_text().strip() if caption.is_file() else None})
+                        "latent_frames": latents.shape[2], "caption": caption})
         if len(pending) >= shard_videos:
             flush()
     flush()

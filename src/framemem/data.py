@@ -6,14 +6,13 @@ the multi-shot structure the paper's Short-style data has.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .procedural import procedural_video
-from .video import VideoDataset, load_frames, to_model
+from .video import VideoDataset, load_frames, mirror_caption, to_model
 
 HELDOUT_SEED_BASE = 1_000_000_000  # procedural seeds at or above this are never trained on
 SHOT_SECONDS = (2.0, 8.0)
@@ -64,22 +63,26 @@ class HistorySampler:
     def procedural(self, seed: int) -> torch.Tensor:
         return self.render(seed)[0]
 
-    def from_files(self, rng: np.random.Generator, frames: int) -> torch.Tensor:
-        shots, total = [], 0
+    def from_files(self, rng: np.random.Generator, frames: int, caption_at: int = 0) -> tuple[torch.Tensor, str]:
+        """Shots cut from random videos, `frames` in all, and the caption of the one that
+        holds frame `caption_at`."""
+        shots, total, caption = [], 0, ""
         while total < frames:
             want = int(round(rng.uniform(*SHOT_SECONDS) * self.cfg.fps))
-            clip = self.dataset.sample_clip(rng, min(want, frames - total))
+            clip, text = self.dataset.sample_clip(rng, min(want, frames - total))
+            if total <= caption_at < total + len(clip):
+                caption = text
             shots.append(clip)
             total += len(clip)
-        return torch.cat(shots)[:frames]
+        return torch.cat(shots)[:frames], caption
 
     def sample_with_caption(self, rng: np.random.Generator, frames: int | None = None,
                             caption_at: int = 0) -> tuple[torch.Tensor, str]:
         """One history of `frames` frames (default: the render length) and the caption of
-        its frame `caption_at` ("" for video files, which carry none)."""
+        its frame `caption_at` (a video file's is its sidecar `.txt`, "" without one)."""
         frames = frames or self.frames
         if rng.random() >= self.procedural_fraction:
-            return self.from_files(rng, frames), ""
+            return self.from_files(rng, frames, caption_at)
         video, shots = self.render(int(rng.integers(0, self.pool or HELDOUT_SEED_BASE)))
         start = int(rng.integers(0, len(video) - frames + 1))
         video = video[start : start + frames]
@@ -97,9 +100,6 @@ class HistorySampler:
         return to_model(torch.stack([self.sample(rng, frames) for _ in range(size)]))
 
 
-def mirror_caption(caption: str) -> str:
-    """The caption of the horizontally flipped video: left and right swap."""
-    return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", caption)
 
 
 def heldout_videos(model_config, count: int = 2, real: list[str | Path] = ()) -> list[torch.Tensor]:

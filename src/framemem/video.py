@@ -5,6 +5,7 @@ Frames are uint8 tensors (T, H, W, 3); models take float (B, 3, T, H, W) in [-1,
 from __future__ import annotations
 
 import json
+import re
 import logging
 from collections import OrderedDict
 from fractions import Fraction
@@ -135,6 +136,17 @@ def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float)
             container.mux(packet)
 
 
+def caption_of(path: str | Path) -> str | None:
+    """A video's caption: the text of its sidecar file (`clip.mp4` -> `clip.txt`), if any."""
+    sidecar = Path(path).with_suffix(".txt")
+    return sidecar.read_text().strip() if sidecar.is_file() else None
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the horizontally flipped video: left and right swap."""
+    return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", caption)
+
+
 def list_videos(source: str | Path) -> list[Path]:
     """Video files of a folder (recursive; hidden files skipped: macOS `._*` sidecars, the
     temporaries of an interrupted write), or the `path` entries of a JSONL manifest."""
@@ -214,9 +226,10 @@ class VideoDataset:
     def __len__(self) -> int:
         return len(self.usable)
 
-    def sample_clip(self, rng: np.random.Generator, frames: int, video: int | None = None) -> torch.Tensor:
+    def sample_clip(self, rng: np.random.Generator, frames: int, video: int | None = None) -> tuple[torch.Tensor, str]:
         """A random window of up to `frames` frames: uint8 (T <= frames, height, width, 3),
-        with a random crop position and horizontal flip."""
+        with a random crop position and horizontal flip, and its video's caption (`caption_of`,
+        mirrored with the flip; "" without one)."""
         if not self.usable:
             raise FrameMemError("dataset has no usable video")
         path = self.usable[rng.integers(len(self.usable)) if video is None else video]
@@ -224,6 +237,7 @@ class VideoDataset:
         length = min(frames, len(data))
         start = int(rng.integers(0, len(data) - length + 1))
         clip = center_crop(data[start : start + length], self.height, self.width, tuple(rng.random(2)))
+        caption = caption_of(path) or ""
         if rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(clip))
+            clip, caption = clip[:, :, ::-1], mirror_caption(caption)
+        return torch.from_numpy(np.ascontiguousarray(clip)), caption
