@@ -146,3 +146,20 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
     assert all(0 < r["psnr"] < 60 for r in metrics["per_frame"])
     result = memory_diagnostics(model, [torch.rand(1, 3, 17, 32, 32) * 2 - 1] * 2)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
+
+
+def test_a_generated_section_gets_the_lr_memory_that_encoding_the_whole_video_gives():
+    from types import SimpleNamespace
+
+    from framemem.autoregressive import section_low_res
+
+    codec = CausalMeanCodec()
+    model = SimpleNamespace(codec=codec, encoder=MemoryEncoder(latent_channels=3, dit_width=8, patch_size=(1, 1, 1),
+                                                                rate=(1, 1, 2), variant="only_lr"))
+    video = torch.arange(29.0).view(1, 1, 29, 1, 1).expand(1, 3, 29, 2, 2)  # 8 latents; pixel i holds i
+    pieces = [video[:, :, :13], video[:, :, 13:]]  # latents 0-3 (the video's start), then a section of 4
+    low_res = section_low_res(model, pieces, 4)
+    # its two memory frames hold latents 4, 5 (pixels 13..20) and 6, 7 (pixels 21..28)
+    assert torch.allclose(low_res[0, 0, :, 0, 0], torch.tensor([16.5, 24.5]))
+    alone = model.encoder.low_res_latents(pieces[1], codec, (4, 2, 2))  # the section as if it began a video
+    assert not torch.allclose(alone[0, 0, :, 0, 0], low_res[0, 0, :, 0, 0])

@@ -206,12 +206,25 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
                             progress)
         pixels = codec.decode_after(x0, past).clamp(-1, 1)
         past = (x0 if past is None else torch.cat([past, x0], dim=2))[:, :, -DECODE_PAST:]
-        state.append(x0, model.encoder.low_res_latents(pixels, codec, tuple(x0.shape[2:])))
         pieces.append(pixels)
+        state.append(x0, section_low_res(model, pieces, x0.shape[2]))
         records.append({"start_seconds": round(start, 3), "prompt": prompt,
                         "memory_tokens": 0 if memory is None else memory.tokens.shape[1]})
     kept = (0 if init_video is None else init_video.shape[2]) + wanted  # the last section may overshoot
     return torch.cat(pieces, dim=2)[:, :, :kept].cpu(), records
+
+
+def section_low_res(model, pieces: list[torch.Tensor], section: int) -> torch.Tensor | None:
+    """The LR-branch input of the last `section` latent frames of the video whose pixels are
+    `pieces` (in order), as encoding the whole video gives it. A causal codec groups frames
+    from the video's start (frame 0 alone, then blocks), so its LR latents are taken from the
+    whole video's; otherwise the section's own pixels are enough."""
+    codec, encoder = model.codec, model.encoder
+    if not codec.causal:
+        return encoder.low_res_latents(pieces[-1], codec, codec.latent_shape(pieces[-1].shape[2], *pieces[-1].shape[3:]))
+    video = torch.cat(pieces, dim=2)
+    low_res = encoder.low_res_latents(video, codec, codec.latent_shape(video.shape[2], *video.shape[3:]))
+    return None if low_res is None else low_res[:, :, -(section // encoder.rate_thw[0] * encoder.patch[0]):]
 
 
 @torch.no_grad()
