@@ -11,6 +11,7 @@ preset's history window leave the memory.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,8 +171,8 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
         the whole video (1, 3, T', H, W) in [-1, 1] (init video first) and one record per
         section (start time, prompt, memory tokens it saw).
     """
-    if seconds <= 0:
-        raise FrameMemError(f"--seconds must be > 0 (got {seconds:g})")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise FrameMemError(f"--seconds must be a positive number (got {seconds:g})")
     mc, ar, codec = model.config.model, model.config.ar, model.codec
     cfg = ar.cfg if cfg is None else cfg
     steps = steps or ar.sample_steps
