@@ -1,4 +1,6 @@
 """Checkpoint folders: full DiT (tiny) and peft LoRA over real weights loaded from disk."""
+import os
+
 import pytest
 import torch
 
@@ -37,6 +39,14 @@ def test_save_is_atomic_and_replaces(config, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     model.save_pretrained(tmp_path / "ckpt", dtype=torch.float16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left
+    mask = os.umask(0o022)  # the folder comes from mkdtemp (0700), its weights from safetensors (0600)
+    try:
+        model.save_pretrained(tmp_path / "ckpt")
+    finally:
+        os.umask(mask)
+    items = [tmp_path / "ckpt", *(tmp_path / "ckpt").rglob("*")]
+    assert {p.stat().st_mode & 0o777 for p in items if p.is_dir()} == {0o755}
+    assert {p.stat().st_mode & 0o777 for p in items if p.is_file()} == {0o644}
     loaded = FrameMem.from_pretrained(tmp_path / "ckpt")
     assert next(loaded.dit.parameters()).dtype == torch.float32
 

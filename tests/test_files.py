@@ -1,10 +1,11 @@
 import json
+import os
 
 import pytest
 from PIL import Image
 
 from framemem.errors import FrameMemError
-from framemem.files import atomic_path, read_jsonl, save_image, write_json
+from framemem.files import atomic_path, default_permissions, read_jsonl, save_image, write_json
 
 
 def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -36,3 +37,19 @@ def test_jsonl_leaves_out_a_torn_last_line_but_not_a_damaged_one(tmp_path):
     path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
     with pytest.raises(FrameMemError, match="line 2"):
         read_jsonl(path)
+
+
+def test_written_files_follow_the_umask_not_the_private_mode_of_their_temporary(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "shard.bin") as tmp:
+            tmp.write_bytes(b"x")
+            tmp.chmod(0o600)  # what safetensors and mkstemp create
+        (tmp_path / "folder" / "sub").mkdir(parents=True, mode=0o700)
+        (tmp_path / "folder" / "sub" / "w.bin").write_bytes(b"x")
+        default_permissions(tmp_path / "folder")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "shard.bin").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "folder" / "sub").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "folder" / "sub" / "w.bin").stat().st_mode & 0o777 == 0o640

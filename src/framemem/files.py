@@ -26,10 +26,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def default_permissions(path: str | Path) -> None:
+    """Give `path` (a file, or a folder and all it holds) the permissions the user's umask
+    gives a new file, before it is renamed into place. Temporary folders (`mkdtemp`) and
+    safetensors files are created private (0700 / 0600); a model, cache or checkpoint
+    written for a shared cluster must not be readable by its owner only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path = Path(path)
+    if not path.exists():
+        return
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def write_text(path: str | Path, text: str) -> None:

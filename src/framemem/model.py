@@ -27,6 +27,7 @@ from .backbone import MemoryDiT, build_transformer
 from .codecs import LatentCodec, build_codec, check_divisible
 from .config import FrameMemConfig
 from .errors import FrameMemError
+from .files import default_permissions
 from .framepack import FramePackEncoder
 from .memory import VARIANTS as ENCODER_VARIANTS
 from .memory import MemoryEncoder, MemoryTokens
@@ -116,6 +117,7 @@ class FrameMem(nn.Module):
                 _save_module(transformer, tmp / "transformer", dtype)
             if isinstance(self.text_encoder, HashedTextEncoder):
                 _save_module(self.text_encoder, tmp / "text_encoder", dtype)
+            default_permissions(tmp)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)

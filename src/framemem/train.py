@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .config import FrameMemConfig
 from .errors import FrameMemError
-from .files import read_jsonl, write_text
+from .files import default_permissions, read_jsonl, write_text
 from .model import FrameMem
 
 log = logging.getLogger("framemem")
@@ -128,6 +128,7 @@ class Trainer:
             state = {"step": self.step, "elapsed_seconds": self.elapsed, "config": self.config.to_dict(),
                      "encoder": self._encoder_config()}
             (tmp / STATE_FILE).write_text(json.dumps(state))
+            default_permissions(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             steps = sorted((p for p in folder.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
