@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import fit_fixed_batch
 
-from framemem.data import HistorySampler
+from framemem.data import HistorySampler, heldout_videos
 from framemem.errors import FrameMemError
+from framemem.files import read_jsonl
 from framemem.model import FrameMem
 from framemem.retrieval import memory_diagnostics, retrieval_loss, select_omega
 from framemem.train import latest_checkpoint, pretrain, step_generators
@@ -103,6 +104,9 @@ def test_ema_weights_are_exported(config, tmp_path):
     live = trainer.unwrapped.state_dict()
     differs = [n for n, p in exported.dit.state_dict().items() if not torch.equal(p, live[f"dit.{n}"])]
     assert differs  # the export holds the EMA average, not the live weights
+    logged = [r["eval"] for r in read_jsonl(tmp_path / "run" / "log.jsonl") if "eval" in r][-1]
+    measured = memory_diagnostics(exported.eval(), heldout_videos(config.model, count=2))
+    assert logged == pytest.approx(measured, rel=1e-4)  # the evaluation measured the exported weights
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(config):

@@ -11,6 +11,7 @@ Run folder:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -172,16 +173,26 @@ class Trainer:
             keep = [r for r in read_jsonl(path) if r["step"] <= self.step]
             write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the trainable weights are the EMA average (when EMA is on): what
+        `export` writes is what the evaluation measures."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.trainable)
+        self.ema.copy_to(self.trainable)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.trainable)
+
     def export(self, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Path:
         """Write the model folder (EMA weights when EMA is on)."""
         path = Path(path or self.run_dir / "model")
         if self.accelerator.is_main_process:
-            if self.ema is not None:
-                self.ema.store(self.trainable)
-                self.ema.copy_to(self.trainable)
-            self.unwrapped.save_pretrained(path, dtype=dtype)
-            if self.ema is not None:
-                self.ema.restore(self.trainable)
+            with self.ema_weights():
+                self.unwrapped.save_pretrained(path, dtype=dtype)
         self.accelerator.wait_for_everyone()
         return path
 
@@ -209,7 +220,8 @@ class Trainer:
     def run_eval(self) -> dict:
         model = self.unwrapped
         model.eval()
-        result = self.evaluate(model) if self.evaluate else {}
+        with self.ema_weights():
+            result = self.evaluate(model) if self.evaluate else {}
         model.train()
         record = {"step": self.step, "seconds": round(self.elapsed, 1), "eval": result}
         self._log(record)
