@@ -173,3 +173,15 @@ def test_finetune_refuses_a_checkpoint_of_another_preset(tmp_path, capsys):
     code = main(["finetune", "--memory-checkpoint", str(tmp_path / "s1" / "model"), "--out", str(tmp_path / "ar")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "preset 'wan2.2-ti2v-5b', not 'tiny'" in err[0]
+
+
+def test_a_section_is_captioned_at_its_middle_frame_for_both_time_axes():
+    from test_codecs import CausalMeanCodec
+
+    from framemem.autoregressive import section_middle
+    from framemem.codecs import SpaceToDepthCodec
+
+    assert section_middle(SpaceToDepthCodec(4), 8, 4) == 10  # section = pixel frames 8..11
+    assert section_middle(SpaceToDepthCodec(4), 0, 4) == 2
+    assert section_middle(CausalMeanCodec(), 8, 2) == 33  # latents 8, 9 = pixel frames 29..36
+    assert section_middle(CausalMeanCodec(), 0, 2) == 2  # latents 0, 1 = pixel frames 0..4

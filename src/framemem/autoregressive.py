@@ -71,9 +71,17 @@ def draw_batch(sampler, model, rng: np.random.Generator, size: int) -> ARBatch:
         history = max(0, latents.shape[2] - section) // block * block  # short videos: shorter windows
         return ARBatch((latents, low_res), captions, history, text, sampler.null_text)
     frames = codec.pixel_frames(history + section)
-    middle = codec.pixel_frames(history) + (frames - codec.pixel_frames(history)) // 2 if history else frames // 2
-    pairs = [sampler.sample_with_caption(rng, frames, caption_at=min(middle, frames - 1)) for _ in range(size)]
+    pairs = [sampler.sample_with_caption(rng, frames, caption_at=section_middle(codec, history, section))
+             for _ in range(size)]
     return ARBatch(to_model(torch.stack([p[0] for p in pairs])), [p[1] for p in pairs], history)
+
+
+def section_middle(codec, history: int, section: int) -> int:
+    """The pixel frame whose caption is the section's: the middle of the `section` latent
+    frames that follow `history` latent frames."""
+    frames = codec.pixel_frames(history + section)
+    start = codec.pixel_frames(history) if history else 0
+    return min(start + (frames - start) // 2, frames - 1)
 
 
 def split_memory(model, latents: torch.Tensor, low_res: torch.Tensor | None, history: int) -> MemoryTokens | None:
@@ -270,13 +278,14 @@ def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]
     from .data import HELDOUT_SEED_BASE, HistorySampler
 
     mc, codec = model.config.model, model.codec
-    frames = codec.pixel_frames(window_blocks(model) * model.encoder.block_frames + section_latent_frames(model))
-    sampler = HistorySampler(mc, render_frames=frames)
+    history, section = window_blocks(model) * model.encoder.block_frames, section_latent_frames(model)
+    sampler = HistorySampler(mc, render_frames=codec.pixel_frames(history + section))
+    middle = section_middle(codec, history, section)  # where training takes a section's caption
     clips, prompts = [], []
     for i in range(count):
         video, shots = sampler.render(HELDOUT_SEED_BASE + 100 + i)
         clips.append(to_model(video[None]))
-        prompts.append(next(s.caption for s in shots if s.start <= frames - 1 < s.end))
+        prompts.append(next(s.caption for s in shots if s.start <= middle < s.end))
     return clips, prompts
 
 
