@@ -2,6 +2,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from framemem.backbone import MemoryDiT, build_transformer, grid_positions
+from framemem.memory import MemoryTokens
 
 
 def test_no_memory_reproduces_stock_forward(config):
@@ -26,8 +27,8 @@ def test_memory_changes_targets_and_positions_matter(config):
     pos = torch.rand(6, 3) * 4
     with torch.no_grad():
         plain = dit(x, frames, t)
-        with_mem = dit(x, frames, t, memory, pos)
-        moved = dit(x, frames, t, memory, pos + torch.tensor([3.0, 0, 0]))
+        with_mem = dit(x, frames, t, MemoryTokens(memory, pos, None))
+        moved = dit(x, frames, t, MemoryTokens(memory, pos + torch.tensor([3.0, 0, 0]), None))
     assert with_mem.shape == plain.shape == (1, 48, 1, 8, 8)
     assert not torch.allclose(plain, with_mem, atol=1e-4)
     assert not torch.allclose(with_mem, moved, atol=1e-5)

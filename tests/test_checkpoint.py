@@ -11,7 +11,7 @@ from framemem.model import FrameMem
 def _outputs(model, video):
     latents, memory = model.encode_history(video)
     x = torch.randn(1, latents.shape[1], 2, *latents.shape[3:], generator=torch.Generator().manual_seed(1))
-    return model.dit(x, torch.tensor([[1.0, 5.0]]), torch.tensor([0.7]), memory.tokens, memory.positions)
+    return model.dit(x, torch.tensor([[1.0, 5.0]]), torch.tensor([0.7]), memory)
 
 
 def test_lora_over_local_base_weights_round_trips(config, tmp_path):

@@ -12,6 +12,7 @@ preset's history window leave the memory.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,7 @@ def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> tor
     t = t[:, None].expand(b, section).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     frames = (h + torch.arange(section, device=x0.device)).float()[None].expand(b, -1)
-    tokens, positions = (memory.tokens, memory.positions) if memory is not None else (None, None)
-    v = model.dit(add_noise(x0, noise, t), frames, t, tokens, positions, text)
+    v = model.dit(add_noise(x0, noise, t), frames, t, memory, text)
     return F.mse_loss(v.float(), velocity_target(x0, noise).float())
 
 
@@ -149,7 +149,8 @@ class MemoryState:
     def memory(self) -> MemoryTokens | None:
         if not self.blocks:
             return None
-        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
+        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None,
+                            self.model.encoder.offsets)
 
 
 @torch.no_grad()
@@ -159,11 +160,11 @@ def sample_section(model, memory: MemoryTokens | None, offset: int, text: torch.
     and text (2, L, text_dim): the prompt's and the empty one's (classifier-free guidance)."""
     section = noise.shape[2]
     frames = (offset + torch.arange(section, device=noise.device)).float()[None].expand(2, -1)
-    tokens = None if memory is None else memory.tokens.expand(2, -1, -1)
-    positions = None if memory is None else memory.positions
+    if memory is not None:
+        memory = dataclasses.replace(memory, tokens=memory.tokens.expand(2, -1, -1))
 
     def velocity(x, t):
-        v = model.dit(x.expand(2, -1, -1, -1, -1), frames, t.expand(2, -1), tokens, positions, text)
+        v = model.dit(x.expand(2, -1, -1, -1, -1), frames, t.expand(2, -1), memory, text)
         cond, uncond = v.chunk(2)
         return uncond + cfg * (cond - uncond)
 
@@ -259,8 +260,8 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
         t = torch.ones(1, section, device=x0.device)
         frames = (h + torch.arange(section, device=x0.device)).float()[None]
         text = model.text_encoder([prompt])
-        v = model.dit(noise, frames, t, memory.tokens, memory.positions, text)
-        v_none = model.dit(noise, frames, t, None, None, text)
+        v = model.dit(noise, frames, t, memory, text)
+        v_none = model.dit(noise, frames, t, None, text)
         target = velocity_target(x0, noise)
         with_memory.append(F.mse_loss(v, target).item())
         without.append(F.mse_loss(v_none, target).item())

@@ -14,12 +14,17 @@ With no memory and targets at 0..T-1 this is exactly the stock forward (tested).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 from diffusers import WanTransformer3DModel
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
 from .errors import FrameMemError
+
+if TYPE_CHECKING:
+    from .memory import MemoryTokens
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan embeds t in [0, 1000]
 # What a preset fixes of the DiT's architecture; loaded weights must agree.
@@ -107,8 +112,7 @@ class MemoryDiT(nn.Module):
         noisy: torch.Tensor,
         frames: torch.Tensor,
         t: torch.Tensor,
-        memory: torch.Tensor | None = None,
-        memory_positions: torch.Tensor | None = None,
+        memory: MemoryTokens | None = None,
         text: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity of the target frames.
@@ -117,8 +121,8 @@ class MemoryDiT(nn.Module):
             noisy: (B, C, K, h, w) noisy target latents.
             frames: (B, K) latent frame index of each target in the history.
             t: (B, K) or (B,) flow time in [0, 1] of each target frame.
-            memory: (B, M, D) clean memory tokens, or None.
-            memory_positions: (M, 3) or (B, M, 3) float positions of the memory tokens.
+            memory: φ's clean tokens (B, M, D) with their float positions (M, 3) or
+                (B, M, 3), and the encoder's `TargetOffsets` if it has one; or None.
             text: (B, L, text_dim) text embeddings; zeros when None.
         Returns:
             (B, C, K, h, w) velocity (ε − x0) for the targets only.
@@ -134,10 +138,13 @@ class MemoryDiT(nn.Module):
         positions = grid_positions(frames, gh, gw)
         timesteps = t.float()[:, :, None].expand(b, k, gh * gw).reshape(b, -1)
         m = 0
-        if memory is not None and memory.shape[1] > 0:
-            m = memory.shape[1]
-            mem_pos = memory_positions if memory_positions.ndim == 3 else memory_positions[None].expand(b, -1, -1)
-            tokens = torch.cat([memory.to(tokens.dtype), tokens], dim=1)
+        if memory is not None and memory.tokens.shape[1] > 0:
+            m = memory.tokens.shape[1]
+            mem_pos = memory.positions if memory.positions.ndim == 3 else memory.positions[None].expand(b, -1, -1)
+            mem_pos = mem_pos.to(positions)
+            if memory.offsets is not None:
+                tokens = tokens + memory.offsets(positions, mem_pos).to(tokens.dtype)
+            tokens = torch.cat([memory.tokens.to(tokens.dtype), tokens], dim=1)
             positions = torch.cat([mem_pos.to(positions), positions], dim=1)
             timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
         tokens = tokens.contiguous()

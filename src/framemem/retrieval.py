@@ -58,7 +58,7 @@ def retrieval_loss(model, video: torch.Tensor, train_config, generator: torch.Ge
     t = sample_timesteps(tuple(omega.shape), train_config.t_mean, train_config.t_std, train_config.t_shift, generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     t = t.to(x0.device)
-    v = model.dit(add_noise(x0, noise, t), omega.float().to(x0.device), t, memory.tokens, memory.positions)
+    v = model.dit(add_noise(x0, noise, t), omega.float().to(x0.device), t, memory)
     return F.mse_loss(v.float(), velocity_target(x0, noise).float())
 
 
@@ -84,7 +84,7 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         t = torch.ones(omega.shape, device=x0.device)
         frames = omega.float().to(x0.device)
-        v = model.dit(noise, frames, t, memory.tokens, memory.positions)
+        v = model.dit(noise, frames, t, memory)
         target = velocity_target(x0, noise)
         true_losses.append(F.mse_loss(v, target).item())
         pixel_frames = [model.codec.pixel_index(j) for j in omega[0].tolist()]
@@ -96,7 +96,7 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         bicubic_psnrs.append(psnr(bicubic_reference(frames_px, rh, rw), frames_px))
         if len(videos) > 1:
             other: MemoryTokens = encoded[(i + 1) % len(videos)][1]
-            v_other = model.dit(noise, frames, t, other.tokens, other.positions)
+            v_other = model.dit(noise, frames, t, other)
             swapped_losses.append(F.mse_loss(v_other, target).item())
     result = {
         "one_step_psnr": sum(psnrs) / len(psnrs), "loss_t1": sum(true_losses) / len(true_losses),
@@ -136,7 +136,7 @@ def retrieve_frames(
     noise = torch.randn((1, c, len(pixel_frames), h, w), generator=generator).to(latents)
 
     def velocity(x_t, t):
-        return model.dit(x_t, omega, t, memory.tokens, memory.positions)
+        return model.dit(x_t, omega, t, memory)
 
     if one_step:
         t = torch.ones(omega.shape, device=latents.device)
