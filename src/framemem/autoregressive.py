@@ -11,8 +11,8 @@ preset's history window leave the memory.
 """
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -145,7 +145,7 @@ class MemoryDiT(nn.Module):
             if memory.offsets is not None:
                 tokens = tokens + memory.offsets(positions, mem_pos).to(tokens.dtype)
             tokens = torch.cat([memory.tokens.to(tokens.dtype), tokens], dim=1)
-            positions = torch.cat([mem_pos.to(positions), positions], dim=1)
+            positions = torch.cat([mem_pos, positions], dim=1)
             timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
         tokens = tokens.contiguous()
         rotary = rope_from_positions(positions, self.head_dim)
