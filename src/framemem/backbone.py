@@ -143,7 +143,7 @@ class MemoryDiT(nn.Module):
             mem_pos = memory.positions if memory.positions.ndim == 3 else memory.positions[None].expand(b, -1, -1)
             mem_pos = mem_pos.to(positions)
             if memory.offsets is not None:
-                tokens = tokens + memory.offsets(positions, mem_pos).to(tokens.dtype)
+                offsets = memory.offsets(positions, mem_pos)
             tokens = torch.cat([memory.tokens.to(tokens.dtype), tokens], dim=1)
             positions = torch.cat([mem_pos, positions], dim=1)
             timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
@@ -156,6 +156,12 @@ class MemoryDiT(nn.Module):
         temb, timestep_proj, text_states, _ = tr.condition_embedder(
             (timesteps * NUM_TRAIN_TIMESTEPS).flatten(), text, None, timestep_seq_len=seq
         )
+        if memory is not None and memory.offsets is not None and m:
+            # per-token conditioning, as Wan's per-token timesteps: every block's shift, scale and
+            # gate (and the output's) of a target token then depend on where it sits
+            embedder = tr.condition_embedder
+            temb = temb + torch.cat([offsets.new_zeros(b, m, offsets.shape[2]), offsets], dim=1).to(temb.dtype)
+            timestep_proj = embedder.time_proj(embedder.act_fn(temb))
         timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, N, 6, D)
 
         for block in tr.blocks:

@@ -59,7 +59,7 @@ class FramePackEncoder(ModelMixin, ConfigMixin):
     def __init__(self, latent_channels: int = 48, dit_width: int = 3072, patch_size: tuple[int, int, int] = (1, 2, 2),
                  recent: int = 1, middle: int = 2, variant: str = "framepack", target_offsets: bool = False):
         super().__init__()
-        self.offsets = TargetOffsets(dit_width) if target_offsets else None
+        self.offsets = TargetOffsets(dit_width, (max(LEVELS),) * 3) if target_offsets else None
         self.patch = tuple(patch_size)
         self.patchifiers = nn.ModuleDict({
             f"{k}x": nn.Conv3d(latent_channels, dit_width, tuple(k * p for p in self.patch), stride=tuple(k * p for p in self.patch))

@@ -41,18 +41,22 @@ class MemoryTokens:
 
 
 class TargetOffsets(nn.Module):
-    """An embedding, added to each target token, of its offset from the nearest memory token.
+    """An embedding of each target token's offset from the nearest memory token, added to its
+    timestep embedding (so it shifts, scales and gates the token in every DiT block).
 
     Wan's DiT knows positions only through RoPE, which is relative, and a target token at
     t = 1 is pure noise: every target token inside one memory token's footprint (4×4 of them
     at rate 4×4×2) sees the same thing, so none can tell which part of that token's content is
     its own, and retrieval blurs to about one value per memory token. Given the offset it can.
     The last layer starts at zero: a fresh one changes nothing (a pretrained DiT keeps its
-    behaviour). Offsets are in token units, (t, h, w), within ±rate/2 on a regular grid.
+    behaviour). Offsets are in token units (t, h, w), clamped to a footprint of `span` tokens:
+    a section generated after the memory (stage 2) is further away in time than any target
+    of stage 1, and gets the offset of the memory's last frame instead of one never seen.
     """
 
-    def __init__(self, dit_width: int, hidden: int = 64):
+    def __init__(self, dit_width: int, span: tuple[int, int, int], hidden: int = 64):
         super().__init__()
+        self.register_buffer("reach", (torch.tensor(span, dtype=torch.float32) - 1) / 2, persistent=False)
         self.net = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, dit_width))
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
@@ -61,6 +65,7 @@ class TargetOffsets(nn.Module):
         """targets (B, N, 3), memory (B, M, 3) positions -> (B, N, D)."""
         nearest = torch.cdist(targets.float(), memory.float()).argmin(dim=2)  # (B, N)
         offset = targets.float() - torch.gather(memory.float(), 1, nearest[..., None].expand(-1, -1, 3))
+        offset = torch.maximum(torch.minimum(offset, self.reach), -self.reach)
         return self.net(offset.to(self.net[0].weight.dtype))
 
 
@@ -169,8 +174,8 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         super().__init__()
         if variant not in VARIANTS:
             raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
-        self.offsets = TargetOffsets(dit_width) if target_offsets else None
         rh, rw, rt = rate
+        self.offsets = TargetOffsets(dit_width, (rt, rh, rw)) if target_offsets else None
         self.rate_thw = (rt, rh, rw)
         self.patch = tuple(patch_size)
         self.use_lr = variant in ("proposed", "only_lr")
