@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from framemem.codecs import SpaceToDepthCodec
-from framemem.memory import MemoryEncoder, MemoryTokens, axis_centres, memory_positions
+from framemem.memory import MemoryEncoder, axis_centres, memory_positions
 
 RATES = list(itertools.product((1, 2, 4, 8), repeat=3))
 
@@ -94,42 +94,3 @@ def test_large_patchifier_starts_as_the_patch_embedding_of_block_means(rate):
         expected = patch(block_means).flatten(2).transpose(1, 2)
     assert memory.tokens.shape == (1, enc.token_count((8, 16, 16)), 16)
     assert torch.allclose(memory.tokens, expected, atol=1e-5)
-
-
-def test_target_offsets_tell_apart_the_targets_one_memory_token_covers(config):
-    from framemem.backbone import grid_positions
-    from framemem.memory import TargetOffsets
-
-    offsets = TargetOffsets(dit_width=8, span=(2, 4, 4))
-    memory = memory_positions((4, 8, 8), (2, 4, 4))[None]  # 2 x 2 x 2 tokens at rate 4x4x2
-    targets = grid_positions(torch.tensor([[2.0, 3.0]]), 8, 8)  # two frames of the memory's second block
-    assert torch.equal(offsets(targets, memory), torch.zeros(1, 128, 8))  # fresh: changes nothing
-    nearest = torch.cdist(targets, memory).argmin(2)
-    offset = targets - memory[0, nearest[0]]
-    assert set(offset[0, :, 0].tolist()) == {-0.5, 0.5} and set(offset[0, :, 1].tolist()) == {-1.5, -0.5, 0.5, 1.5}
-    torch.nn.init.normal_(offsets.net[2].weight)
-    embedded = offsets(targets, memory)[0]
-    assert len({tuple(e.tolist()) for e in embedded.round(decimals=4)}) == 2 * 4 * 4  # one per place in a footprint
-    later = grid_positions(torch.tensor([[3.0, 9.0]]), 8, 8)  # a stage-2 section after the memory's last frame
-    assert torch.allclose(offsets(later, memory)[:, 64:], offsets(later, memory)[:, :64])  # clamped to frame 3's
-
-
-def test_the_dit_conditions_on_target_offsets_only_when_the_encoder_has_them(config, tmp_path):
-    from framemem.model import FrameMem
-
-    config.model.target_offsets = True
-    model = FrameMem.build(config, "only_lr").eval()  # only LR: the offsets are φ's only weights
-    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1
-    x, frames, t = torch.randn(1, 48, 1, 8, 8), torch.tensor([[3.0]]), torch.tensor([1.0])
-    with torch.no_grad():
-        _, memory = model.encode_history(video)
-        fresh = model.dit(x, frames, t, memory)
-        torch.nn.init.normal_(model.encoder.offsets.net[2].weight)
-        trained = model.dit(x, frames, t, memory)
-        without = model.dit(x, frames, t, MemoryTokens(memory.tokens, memory.positions, memory.grid))
-    assert not torch.allclose(fresh, trained, atol=1e-4)
-    assert torch.allclose(fresh, without, atol=1e-6)
-    model.save_pretrained(tmp_path / "ckpt")
-    loaded = FrameMem.from_pretrained(tmp_path / "ckpt").eval()
-    with torch.no_grad():
-        assert torch.allclose(loaded.dit(x, frames, t, loaded.encode_history(video)[1]), trained, atol=1e-5)

@@ -149,8 +149,7 @@ class MemoryState:
     def memory(self) -> MemoryTokens | None:
         if not self.blocks:
             return None
-        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None,
-                            self.model.encoder.offsets)
+        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
 
 
 @torch.no_grad()

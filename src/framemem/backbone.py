@@ -122,7 +122,7 @@ class MemoryDiT(nn.Module):
             frames: (B, K) latent frame index of each target in the history.
             t: (B, K) or (B,) flow time in [0, 1] of each target frame.
             memory: φ's clean tokens (B, M, D) with their float positions (M, 3) or
-                (B, M, 3), and the encoder's `TargetOffsets` if it has one; or None.
+                (B, M, 3); or None.
             text: (B, L, text_dim) text embeddings; zeros when None.
         Returns:
             (B, C, K, h, w) velocity (ε − x0) for the targets only.
@@ -141,11 +141,8 @@ class MemoryDiT(nn.Module):
         if memory is not None and memory.tokens.shape[1] > 0:
             m = memory.tokens.shape[1]
             mem_pos = memory.positions if memory.positions.ndim == 3 else memory.positions[None].expand(b, -1, -1)
-            mem_pos = mem_pos.to(positions)
-            if memory.offsets is not None:
-                offsets = memory.offsets(positions, mem_pos)
             tokens = torch.cat([memory.tokens.to(tokens.dtype), tokens], dim=1)
-            positions = torch.cat([mem_pos, positions], dim=1)
+            positions = torch.cat([mem_pos.to(positions), positions], dim=1)
             timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
         tokens = tokens.contiguous()
         rotary = rope_from_positions(positions, self.head_dim)
@@ -156,12 +153,6 @@ class MemoryDiT(nn.Module):
         temb, timestep_proj, text_states, _ = tr.condition_embedder(
             (timesteps * NUM_TRAIN_TIMESTEPS).flatten(), text, None, timestep_seq_len=seq
         )
-        if memory is not None and memory.offsets is not None and m:
-            # per-token conditioning, as Wan's per-token timesteps: every block's shift, scale and
-            # gate (and the output's) of a target token then depend on where it sits
-            embedder = tr.condition_embedder
-            temb = temb + torch.cat([offsets.new_zeros(b, m, offsets.shape[2]), offsets], dim=1).to(temb.dtype)
-            timestep_proj = embedder.time_proj(embedder.act_fn(temb))
         timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, N, 6, D)
 
         for block in tr.blocks:

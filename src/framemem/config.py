@@ -71,7 +71,6 @@ class ModelConfig:
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
     encoder_attention_heads: int = 8
     encoder_chunk_blocks: int | None = None
-    target_offsets: bool = False
     lora_rank: int | None = 128
     text_tokens: int = 1
 

@@ -27,7 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from .codecs import LatentCodec
-from .memory import MemoryTokens, TargetOffsets, init_patchifier, memory_grid, memory_positions
+from .memory import MemoryTokens, init_patchifier, memory_grid, memory_positions
 
 LEVELS = (4, 2, 1)  # kernel multiples of the patch, oldest level first
 
@@ -52,14 +52,12 @@ class FramePackEncoder(ModelMixin, ConfigMixin):
     Args:
         latent_channels: codec channels C. dit_width: D. patch_size: the DiT's patch (t, h, w).
         recent / middle: latent frames at the patch and at the 2× kernel; older ones at 4×.
-        target_offsets: as φ's (`memory.TargetOffsets`).
     """
 
     @register_to_config
     def __init__(self, latent_channels: int = 48, dit_width: int = 3072, patch_size: tuple[int, int, int] = (1, 2, 2),
-                 recent: int = 1, middle: int = 2, variant: str = "framepack", target_offsets: bool = False):
+                 recent: int = 1, middle: int = 2, variant: str = "framepack"):
         super().__init__()
-        self.offsets = TargetOffsets(dit_width, (max(LEVELS),) * 3) if target_offsets else None
         self.patch = tuple(patch_size)
         self.patchifiers = nn.ModuleDict({
             f"{k}x": nn.Conv3d(latent_channels, dit_width, tuple(k * p for p in self.patch), stride=tuple(k * p for p in self.patch))
@@ -110,4 +108,4 @@ class FramePackEncoder(ModelMixin, ConfigMixin):
             place = memory_positions((end - start, h, w), (k, k, k))
             place[:, 0] += start
             positions.append(place)
-        return MemoryTokens(torch.cat(tokens, dim=1), torch.cat(positions).to(latents.device), None, self.offsets)
+        return MemoryTokens(torch.cat(tokens, dim=1), torch.cat(positions).to(latents.device), None)

@@ -37,36 +37,6 @@ class MemoryTokens:
     tokens: torch.Tensor  # (B, N, D)
     positions: torch.Tensor  # (N, 3) float (t, h, w) in post-patch latent-grid units
     grid: tuple[int, int, int] | None  # (Tm, Hm, Wm) with N = Tm·Hm·Wm; None for FramePack's levels
-    offsets: "TargetOffsets | None" = None  # the encoder's embedding of where targets sit in its grid
-
-
-class TargetOffsets(nn.Module):
-    """An embedding of each target token's offset from the nearest memory token, added to its
-    timestep embedding (so it shifts, scales and gates the token in every DiT block).
-
-    Wan's DiT knows positions only through RoPE, which is relative, and a target token at
-    t = 1 is pure noise: every target token inside one memory token's footprint (4×4 of them
-    at rate 4×4×2) sees the same thing, so none can tell which part of that token's content is
-    its own, and retrieval blurs to about one value per memory token. Given the offset it can.
-    The last layer starts at zero: a fresh one changes nothing (a pretrained DiT keeps its
-    behaviour). Offsets are in token units (t, h, w), clamped to a footprint of `span` tokens:
-    a section generated after the memory (stage 2) is further away in time than any target
-    of stage 1, and gets the offset of the memory's last frame instead of one never seen.
-    """
-
-    def __init__(self, dit_width: int, span: tuple[int, int, int], hidden: int = 64):
-        super().__init__()
-        self.register_buffer("reach", (torch.tensor(span, dtype=torch.float32) - 1) / 2, persistent=False)
-        self.net = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, dit_width))
-        nn.init.zeros_(self.net[2].weight)
-        nn.init.zeros_(self.net[2].bias)
-
-    def forward(self, targets: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """targets (B, N, 3), memory (B, M, 3) positions -> (B, N, D)."""
-        nearest = torch.cdist(targets.float(), memory.float()).argmin(dim=2)  # (B, N)
-        offset = targets.float() - torch.gather(memory.float(), 1, nearest[..., None].expand(-1, -1, 3))
-        offset = torch.maximum(torch.minimum(offset, self.reach), -self.reach)
-        return self.net(offset.to(self.net[0].weight.dtype))
 
 
 def axis_centres(size: int, rate: int) -> torch.Tensor:
@@ -156,7 +126,6 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         attention_heads: heads of the attention at the last width.
         variant: proposed (LR + HR), only_lr, without_lr, or large_patchifier (FramePack's
             baseline: one Conv3d with kernel = stride = patch × rate over the latents).
-        target_offsets: give the DiT's target tokens `TargetOffsets` (not in the paper).
     """
 
     @register_to_config
@@ -169,13 +138,11 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         widths: tuple[int, ...] = (64, 128, 256, 512),
         attention_heads: int = 8,
         variant: str = "proposed",
-        target_offsets: bool = False,
     ):
         super().__init__()
         if variant not in VARIANTS:
             raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
         rh, rw, rt = rate
-        self.offsets = TargetOffsets(dit_width, (rt, rh, rw)) if target_offsets else None
         self.rate_thw = (rt, rh, rw)
         self.patch = tuple(patch_size)
         self.use_lr = variant in ("proposed", "only_lr")
@@ -294,7 +261,7 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         ]
         tokens = torch.cat(chunks, dim=2).flatten(2).transpose(1, 2)
         positions = memory_positions(self.token_grid(latent_shape), self.rate_thw).to(tokens.device)
-        return MemoryTokens(tokens, positions, grid, self.offsets)
+        return MemoryTokens(tokens, positions, grid)
 
     def _encode_blocks(self, latents, low_res, patch_embedding) -> torch.Tensor:
         """Whole, padded temporal blocks (B, C, tm·block, H', W') -> (B, D, tm, Hm, Wm).

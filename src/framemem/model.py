@@ -169,8 +169,7 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
     if variant not in VARIANTS:
         raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
     if variant == "framepack":
-        encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch),
-                                   target_offsets=model_config.target_offsets)
+        encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch))
     else:
         encoder = MemoryEncoder(
             latent_channels=latent_channels,
@@ -180,7 +179,6 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
             widths=tuple(model_config.encoder_widths),
             attention_heads=model_config.encoder_attention_heads,
             variant=variant,
-            target_offsets=model_config.target_offsets,
         )
     if patch_embedding is not None:
         encoder.init_from_patch_embedding(patch_embedding)
