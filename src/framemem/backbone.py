@@ -73,7 +73,7 @@ def grid_positions(frames: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 
 class MemoryDiT(nn.Module):
-    """The DiT with a memory: `forward(noisy, frames, t, memory, memory_positions, text)`."""
+    """The DiT with a memory: `forward(noisy, frames, t, memory, text)`, `memory` a `MemoryTokens`."""
 
     def __init__(self, transformer: WanTransformer3DModel):
         super().__init__()
