@@ -37,8 +37,15 @@ def test_lora_over_local_base_weights_round_trips(config, tmp_path):
 def test_save_is_atomic_and_replaces(config, tmp_path):
     model = FrameMem.build(config)
     model.save_pretrained(tmp_path / "ckpt")
+    live = {k: v.clone() for k, v in model.state_dict().items()}
     model.save_pretrained(tmp_path / "ckpt", dtype=torch.float16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left
+    assert all(torch.equal(live[k], v) for k, v in model.state_dict().items())  # the fp16 copy is a copy
+    os.replace(tmp_path / "ckpt", tmp_path / ".ckpt.old")  # killed between the two renames of a save
+    recovered = FrameMem.from_pretrained(tmp_path / "ckpt").state_dict()
+    assert all(torch.allclose(recovered[k], v, atol=1e-3) for k, v in live.items())
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     mask = os.umask(0o022)  # the folder comes from mkdtemp (0700), its weights from safetensors (0600)
     try:
         model.save_pretrained(tmp_path / "ckpt")

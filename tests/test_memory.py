@@ -63,6 +63,24 @@ def test_fresh_encoder_equals_its_lr_branch():
     assert lr.tokens.abs().max() > 0
 
 
+@pytest.mark.parametrize("variant", ["without_lr", "large_patchifier"])
+def test_a_variant_without_lr_ignores_cached_low_res(variant):
+    """A cache stores the LR copy whatever the variant: encoding from (latents, low_res)
+    must give the same memory as encoding from the video."""
+    codec = SpaceToDepthCodec(factor=2)
+    patch = torch.nn.Conv3d(12, 16, (1, 2, 2), stride=(1, 2, 2))
+    enc = encoder((2, 2, 2), variant)
+    if variant == "without_lr":
+        torch.nn.init.normal_(enc.proj_out.weight, std=0.1)
+    video = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    latents = codec.encode(video)
+    low_res = encoder((2, 2, 2), "only_lr").low_res_latents(video, codec, tuple(latents.shape[2:]))
+    with torch.no_grad():
+        from_video = enc(video, latents, codec, patch).tokens
+        from_cache = enc.encode_latents(latents, low_res, patch).tokens
+    assert torch.equal(from_video, from_cache)
+
+
 def test_memory_is_local_in_time():
     """Memory of a video = memory of its temporal blocks (what incremental append needs)."""
     codec = SpaceToDepthCodec(factor=2)

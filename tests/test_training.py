@@ -70,7 +70,9 @@ def test_resume_continues_exactly(config, tmp_path):
         pretrain(config, tmp_path / "resumed")
     with pytest.raises(FrameMemError, match="memory encoder proposed, not only_lr"):
         pretrain(config, tmp_path / "resumed", variant="only_lr", resume=True)
+    (tmp_path / "resumed" / "checkpoints" / ".tmp-step-3").mkdir()  # a save killed mid-write
     pretrain(config, tmp_path / "resumed", resume=True)
+    assert not list((tmp_path / "resumed" / "checkpoints").glob(".tmp-*"))
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [1, 2, 3, 4]
     assert resumed == straight

@@ -242,7 +242,9 @@ class MemoryEncoder(ModelMixin, ConfigMixin):
         chunk_blocks: int | None = None,
     ) -> MemoryTokens:
         """Compress a history given as latents (B, C, T', H', W') and `low_res_latents`
-        (as read from a cache); `chunk_blocks` as in `forward`."""
+        (as read from a cache); `chunk_blocks` as in `forward`. A cache stores the LR copy
+        for every variant, so a variant without an LR branch ignores it."""
+        low_res = low_res if self.use_lr else None
         latent_shape = tuple(latents.shape[2:])
         grid = self.memory_grid(latent_shape)
         padded = tuple(g * r * p for g, r, p in zip(grid, self.rate_thw, self.patch))

@@ -118,14 +118,12 @@ class FrameMem(nn.Module):
             if isinstance(self.text_encoder, HashedTextEncoder):
                 _save_module(self.text_encoder, tmp / "text_encoder", dtype)
             default_permissions(tmp)
+            old = _previous(path)
+            shutil.rmtree(old, ignore_errors=True)
             if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+                os.replace(path, old)  # from here until the next rename `from_pretrained` reads `old`
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -135,6 +133,8 @@ class FrameMem(nn.Module):
         from diffusers import WanTransformer3DModel
 
         path = Path(path)
+        if not path.exists() and (_previous(path) / "framemem.json").is_file():
+            path = _previous(path)  # a save was killed between its two renames
         if not (path / "framemem.json").is_file():
             raise FrameMemError(f"{path}: not a framemem checkpoint (no framemem.json)")
         config = FrameMemConfig.load(path / "framemem.json")
@@ -196,14 +196,15 @@ def load_memory_encoder(folder: Path) -> MemoryEncoder | FramePackEncoder:
     return encoder
 
 
+def _previous(path: Path) -> Path:
+    """Where `save_pretrained` keeps the folder it replaces while it renames."""
+    return path.with_name(f".{path.name}.old")
+
+
 def _save_module(module, path: Path, dtype: torch.dtype | None) -> None:
     first = next(module.parameters(), None)
     if dtype is None or first is None:
         module.save_pretrained(path)
         return
-    original = first.dtype
-    module.to(dtype)
-    try:
-        module.save_pretrained(path)
-    finally:
-        module.to(original)
+    # a cast copy: casting the module there and back would round the weights still in training
+    copy.deepcopy(module).to(dtype).save_pretrained(path)

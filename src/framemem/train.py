@@ -121,8 +121,9 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         folder = self.run_dir / "checkpoints"
         final, tmp = folder / f"step-{self.step}", folder / f".tmp-step-{self.step}"
-        if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if self.accelerator.is_main_process:  # and what a killed save left behind
+            for stale in folder.glob(".tmp-step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
         if self.accelerator.is_main_process:
@@ -154,6 +155,8 @@ class Trainer:
             raise FrameMemError(f"{ckpt}: was trained with the memory encoder {saved.get('variant', saved)}, not "
                                 f"{self._encoder_config().get('variant')}; pass the same --variant, or start a new run folder")
         self.accelerator.load_state(str(ckpt))
+        if self.ema is not None:  # Accelerate loads custom states onto the CPU
+            self.ema.to(self.accelerator.device)
         self.step, self.elapsed = state["step"], state["elapsed_seconds"]
         self.scheduler = self._scheduler(self.step)
         self._trim_log()
