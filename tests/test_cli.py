@@ -90,6 +90,15 @@ def test_model_path_errors_are_one_line(args, message, tmp_path, capsys):
     (["demo", "--frames", "-1"], "framemem: error: argument --frames: must be > 0, not -1"),
     (["cache", "--data", "v", "--out", "c", "--max-seconds", "nan"], "argument --max-seconds: must be > 0, not nan"),
     (["pretrain", "--data"], "argument --data: expected at least one argument"),
+    (["plan", "--model", "tiny", "--seconds", "0.01"], "0.01 s at 4.0 fps is less than one frame"),
+    (["demo", "--seed", "-1"], "argument --seed: '-1' is not an integer >= 0"),
+    (["pretrain", "--out", "r", "--set", "omega=bogus"], "omega = bogus: must be one of uniform, contiguous, mixed"),
+    (["pretrain", "--out", "r", "--set", "gradient_checkpointing=ture"], "'ture' is not bool"),
+    (["pretrain", "--out", "r", "--set", "procedural_pool=1.5"], "'1.5' is not int or none"),
+    (["pretrain", "--out", "r", "--set", "steps=0"], "steps = 0: must be positive"),
+    (["finetune", "--memory-checkpoint", "m", "--out", "r", "--set", "t_shift=3"], "fine-tuning reads ar.t_shift"),
+    (["finetune", "--memory-checkpoint", "m", "--out", "r", "--set", "ar.text_dropout=2"],
+     "ar.text_dropout = 2.0: must be between 0 and 1"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(args, message, capsys):
     assert main(args) == 2

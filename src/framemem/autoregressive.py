@@ -92,7 +92,8 @@ def split_memory(model, latents: torch.Tensor, low_res: torch.Tensor | None, his
     lr = None
     if low_res is not None:
         lr = low_res[:, :, : history // model.encoder.block_frames * model.encoder.patch[0]]
-    return model.encoder.encode_latents(latents[:, :, :history], lr, model.dit.patch_embedding)
+    return model.encoder.encode_latents(latents[:, :, :history], lr, model.dit.patch_embedding,
+                                        model.config.model.encoder_chunk_blocks)
 
 
 def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> torch.Tensor:
@@ -136,7 +137,8 @@ class MemoryState:
         encoder = self.model.encoder
         if latents.shape[2] % encoder.block_frames:
             raise FrameMemError(f"append {latents.shape[2]} latent frames: need whole blocks of {encoder.block_frames}")
-        memory = encoder.encode_latents(latents, low_res, self.model.dit.patch_embedding)
+        memory = encoder.encode_latents(latents, low_res, self.model.dit.patch_embedding,
+                                        self.model.config.model.encoder_chunk_blocks)
         tm = memory.grid[0]
         tokens = memory.tokens.unflatten(1, (tm, -1))
         positions = memory.positions.unflatten(0, (tm, -1)).clone()
@@ -191,8 +193,7 @@ def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None 
     device = next(model.parameters()).device
     if init_video is not None:
         init_video = init_video.to(device)
-        latents, low_res = model.history_latents(init_video)
-        whole = latents.shape[2] // model.encoder.block_frames * model.encoder.block_frames
+        whole = codec.latent_frames(init_video.shape[2]) // model.encoder.block_frames * model.encoder.block_frames
         if whole == 0:
             raise FrameMemError("the init video is shorter than one memory block")
         init_video = init_video[:, :, : codec.pixel_frames(whole)]

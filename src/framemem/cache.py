@@ -129,6 +129,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
         raise FrameMemError(f"{', '.join(map(str, sources))}: no video files found")
     finished = _done(out)
     todo = [p for p in files if str(p) not in finished][rank::world]
+    accelerator.wait_for_everyone()  # every rank split the same list before any rank records progress
 
     mc = config.model
     codec = build_codec(mc).to(accelerator.device)

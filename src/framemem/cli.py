@@ -34,33 +34,12 @@ def _preset_with_overrides(args, stage: int = 1):
         if value is not None:
             setattr(config.train, name, value)
     for item in getattr(args, "set", None) or []:
-        _set_train_field(config.train, item)
+        name = item.partition("=")[0]
+        if stage == 2 and name in ("t_mean", "t_std", "t_shift", "sample_steps"):
+            raise FrameMemError(f"--set {item}: fine-tuning reads ar.{name} (stage 2's), not the stage-1 {name}")
+        config.override(item)
+    config.validate()
     return config
-
-
-def _set_train_field(train, item: str) -> None:
-    """`--set name=value` for any TrainConfig field, converted to the field's type."""
-    import dataclasses
-
-    name, _, text = item.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(train)}
-    if name not in fields or not text:
-        raise FrameMemError(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
-    current = getattr(train, name)
-    try:
-        if text.lower() == "none":
-            value = None
-        elif isinstance(current, bool):
-            value = text.lower() in ("1", "true", "yes")
-        elif isinstance(current, int):
-            value = int(text)
-        elif isinstance(current, float) or current is None:
-            value = float(text)
-        else:
-            value = text
-    except ValueError:
-        raise FrameMemError(f"--set {item}: '{text}' is not a valid {type(current).__name__}") from None
-    setattr(train, name, value)
 
 
 def _one_data_source(args) -> None:
@@ -143,6 +122,13 @@ def _positive(kind=float):
             raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
         return value
     return parse
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type for seeds: numpy's generators take integers from 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer >= 0")
+    return int(text)
 
 
 def _parse_times(text: str) -> list[float]:
@@ -238,8 +224,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive(int))
     p.add_argument("--batch-size", type=_positive(int))
     p.add_argument("--lr", type=_positive())
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a training setting, e.g. t_shift=3")
+    p.add_argument("--seed", type=_non_negative_int)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a setting: NAME=VALUE for a stage-1 training field (e.g. t_shift=3), "
+                   "ar.NAME=VALUE for a stage-2 one (e.g. ar.t_shift=3)")
     p.add_argument("--max-minutes", type=_positive(), help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
@@ -290,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive(), required=True, help="how much new video to generate")
     p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
     p.add_argument("--out", default="generated.mp4", help="writes OUT, OUT.png (contact sheet) and OUT.json")
     p.set_defaults(func=cmd_generate)
@@ -312,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the preset's)")
     p.add_argument("--sampler", default="euler", choices=["euler", "heun"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("demo", help="the embedded default on a video it never saw")
     p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")
     p.add_argument("--video", help="a video file (default: a new procedural video)")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--seed", type=int, default=None, help="procedural seed and retrieval times")
+    p.add_argument("--seed", type=_non_negative_int, default=None, help="procedural seed and retrieval times")
     p.add_argument("--frames", type=_positive(int), default=4, help="how many random times to retrieve")
     p.add_argument("--ar-checkpoint", help="stage-2 model for the generation part (default: the shipped tiny one)")
     p.add_argument("--steps", type=_positive(int), default=None)
@@ -331,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("consistency", cmd_bench_consistency, "scene returns: does a scene look the same when the story comes back")):
         q = benches.add_parser(what, help=title)
         q.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline, not the method")
-        q.add_argument("--seeds", type=int, nargs="+", help="default: 0 1")
+        q.add_argument("--seeds", type=_non_negative_int, nargs="+", help="default: 0 1")
         q.add_argument("--runs", help=f"run folders (default runs/{'table1' if what == 'retrieval' else what}; "
                                       "an interrupted benchmark resumes)")
         q.add_argument("--out", help=f"output prefix (default docs/{'table1' if what == 'retrieval' else what}): "

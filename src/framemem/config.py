@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class ModelConfig:
         encoder_attention_heads: heads of the attention block at the last width.
         encoder_chunk_blocks: φ encodes this many memory frames at a time (bounded peak
             memory for long histories, same result); None: all at once.
-        lora_rank: LoRA rank on the DiT; None trains the DiT fully.
+        lora_rank: LoRA rank on the DiT over `transformer_path`'s weights; None trains
+            the DiT fully.
     """
 
     fps: float = 4.0
@@ -71,8 +73,7 @@ class ModelConfig:
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
     encoder_attention_heads: int = 8
     encoder_chunk_blocks: int | None = None
-    lora_rank: int | None = 128
-    text_tokens: int = 1
+    lora_rank: int | None = None
 
     @property
     def history_frames(self) -> int:
@@ -87,6 +88,11 @@ class ModelConfig:
             raise FrameMemError("fps and seconds must be positive")
         if self.codec == "wan_vae" and not self.vae_path:
             raise FrameMemError("codec wan_vae needs vae_path (a local diffusers folder or a hub id)")
+        if self.lora_rank and not self.transformer_path:
+            raise FrameMemError("lora_rank needs transformer_path: a checkpoint stores only the LoRA of a DiT "
+                                "it must load from there")
+        _check(self, positive=("height", "width", "codec_factor", "codec_temporal_factor", "encoder_attention_heads"),
+               optional_positive=("encoder_chunk_blocks", "lora_rank"))
 
 
 @dataclass
@@ -126,6 +132,15 @@ class TrainConfig:
     history_seconds_min: float | None = None
     sample_steps: int = 20
 
+    def validate(self) -> None:
+        _check(self, positive=("steps", "batch_size", "targets_per_history", "lr", "t_std", "t_shift", "grad_clip",
+                               "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "sample_steps"),
+               optional_positive=("encoder_lr", "procedural_pool", "history_seconds_min"),
+               non_negative=("warmup_steps", "weight_decay", "seed", "qk_norm_lr_scale"), fractions=("procedural_fraction",),
+               choices={"omega": ("uniform", "contiguous", "mixed"), "mixed_precision": ("no", "fp16", "bf16")})
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise FrameMemError(f"ema_decay = {self.ema_decay}: must lie in (0, 1)")
+
 
 @dataclass
 class ARConfig:
@@ -160,6 +175,36 @@ class ARConfig:
     cfg: float = 5.0
     sample_steps: int = 30
 
+    def validate(self) -> None:
+        _check(self, positive=("section_seconds", "text_tokens", "text_buckets", "t_std", "t_shift", "steps", "lr",
+                               "sample_steps"),
+               optional_positive=("lora_rank",), non_negative=("cfg",), fractions=("text_dropout", "memory_dropout"),
+               choices={"text_encoder": ("umt5", "hashed")})
+
+
+def _check(section, positive=(), optional_positive=(), non_negative=(), fractions=(), choices=None) -> None:
+    """One-line errors for settings out of range (a NaN fails every comparison, so it is caught)."""
+    prefix = "ar." if isinstance(section, ARConfig) else ""
+
+    def bad(name, need):
+        raise FrameMemError(f"{prefix}{name} = {getattr(section, name)}: must be {need}")
+
+    for name in positive:
+        if not getattr(section, name) > 0:
+            bad(name, "positive")
+    for name in optional_positive:
+        if getattr(section, name) is not None and not getattr(section, name) > 0:
+            bad(name, "positive or None")
+    for name in non_negative:
+        if not getattr(section, name) >= 0:
+            bad(name, "0 or more")
+    for name in fractions:
+        if not 0 <= getattr(section, name) <= 1:
+            bad(name, "between 0 and 1")
+    for name, allowed in (choices or {}).items():
+        if getattr(section, name) not in allowed:
+            bad(name, "one of " + ", ".join(allowed))
+
 
 @dataclass
 class FrameMemConfig:
@@ -172,16 +217,39 @@ class FrameMemConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+        self.ar.validate()
+
+    def override(self, item: str) -> None:
+        """`NAME=VALUE` sets a stage-1 training field (`train`), `ar.NAME=VALUE` a stage-2 one,
+        converted to the field's declared type; the config is validated after."""
+        name, _, text = item.partition("=")
+        part, _, name = name.rpartition(".")
+        section = {"": self.train, "train": self.train, "ar": self.ar}.get(part)
+        hints = typing.get_type_hints(type(section)) if section is not None else {}
+        if name not in hints or not text:
+            raise FrameMemError(f"--set {item}: expected NAME=VALUE with NAME a field of TrainConfig, or ar.NAME "
+                                "with NAME a field of ARConfig")
+        try:
+            setattr(section, name, _parse_value(text, hints[name]))
+        except ValueError:
+            kinds = typing.get_args(hints[name]) or (hints[name],)
+            raise FrameMemError(f"--set {item}: '{text}' is not " + " or ".join("none" if k is type(None) else k.__name__ for k in kinds)) from None
+
     @classmethod
     def from_dict(cls, data: dict) -> "FrameMemConfig":
         try:
-            model = dict(data["model"])
+            model = {k: v for k, v in data["model"].items() if k not in RETIRED_MODEL_FIELDS}
             model["rate"] = tuple(model["rate"])
             model["encoder_widths"] = tuple(model["encoder_widths"])
-            return cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]),
-                       ar=ARConfig(**data.get("ar", {})), stage=data.get("stage", 1))
+            config = cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]),
+                         ar=ARConfig(**data.get("ar", {})), stage=data.get("stage", 1))
         except (KeyError, TypeError) as err:
             raise FrameMemError(f"config is not a framemem config ({err})") from None
+        config.validate()
+        return config
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -192,6 +260,26 @@ class FrameMemConfig:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as err:
             raise FrameMemError(f"cannot read config {path}: {err}") from None
+
+
+# Model fields that older checkpoints carry and nothing reads any more.
+RETIRED_MODEL_FIELDS = ("text_tokens", "target_offsets")
+
+
+def _parse_value(text: str, kind):
+    """'none', a bool word, an int, a float or a string, as the field's type `kind` allows."""
+    allowed = set(typing.get_args(kind)) or {kind}
+    if text.lower() == "none" and type(None) in allowed:
+        return None
+    if bool in allowed:
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if text.lower() not in words:
+            raise ValueError(text)
+        return words[text.lower()]
+    for convert in (int, float, str):
+        if convert in allowed:
+            return convert(text)
+    raise ValueError(text)
 
 
 def _tiny() -> FrameMemConfig:
@@ -220,7 +308,6 @@ def _tiny() -> FrameMemConfig:
         rate=(4, 4, 2),
         encoder_widths=(32, 64, 128, 256),
         encoder_attention_heads=4,
-        lora_rank=None,
     )
     train = TrainConfig(
         steps=14000,
@@ -266,7 +353,6 @@ def _wan(preset: str, hub_id: str, fps: float, vae: tuple[int, int, int], dit: d
         encoder_attention_heads=8,
         encoder_chunk_blocks=8,
         lora_rank=128,
-        text_tokens=512,
     )
     return FrameMemConfig(preset, model, TrainConfig(t_shift=3.0, gradient_checkpointing=True))
 
@@ -292,5 +378,5 @@ def get_preset(name: str) -> FrameMemConfig:
     if name not in PRESETS:
         raise FrameMemError(f"unknown preset '{name}'; choose from {', '.join(PRESETS)}")
     config = PRESETS[name]()
-    config.model.validate()
+    config.validate()
     return config

@@ -37,6 +37,8 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
         raise FrameMemError(f"preset {config.preset} has no DiT numbers to plan with")
     if fps <= 0 or seconds <= 0 or section_seconds <= 0:
         raise FrameMemError("fps, seconds and section seconds must be positive")
+    if round(seconds * fps) < 1:
+        raise FrameMemError(f"{seconds} s at {fps} fps is less than one frame")
     geometry = codec_geometry(mc)
     _, ph, pw = arch["patch_size"]
     unit_h, unit_w = geometry.spatial_factor * ph, geometry.spatial_factor * pw
