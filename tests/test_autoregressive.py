@@ -154,6 +154,8 @@ def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):
         (["--storyboard", str(good), "--seconds", "2", "--out", str(tmp_path / "story")], "name an .mp4"),
         (["--storyboard", str(good), "--seconds", "2", "--init-video", str(other_size)], "needs 32x32 at 4 fps"),
         (["--storyboard", str(good), "--seconds", "2"], "a stage-1 checkpoint (retrieval only)"),
+        (["--storyboard", str(good), "--seconds", "2", "--out", str(tmp_path / "story.mp4")],
+         "would overwrite --storyboard"),
     ]
     for args, message in cases:
         capsys.readouterr()

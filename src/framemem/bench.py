@@ -46,7 +46,7 @@ class Budget:
     """What every run gets; `quick` shrinks numbers only (same preset, same code)."""
 
     # ~1 h for all 16 runs on 2 CPU cores (0.46 s a step at 160 memory tokens, 1.5 s at 2x2x1);
-    # it measures how soon each memory is read, not what it preserves: docs/table1.md is at --steps 2000.
+    # it measures how soon each memory is read, not what it preserves (docs/table1.md gives its --steps).
     steps: int = 300
     seeds: tuple[int, ...] = (0, 1)
     # Evaluation is seconds per run next to minutes of training, so every run is scored on

@@ -149,11 +149,12 @@ def cmd_demo(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .config import get_preset
+    from .config import format_rate, get_preset
 
     config = get_preset(args.preset)
     m = config.model
-    print(f"preset {config.preset}: {m.seconds:g}s at {m.fps:g} fps, {m.width}x{m.height}, codec {m.codec}, rate {m.rate}")
+    print(f"preset {config.preset}: {m.seconds:g}s at {m.fps:g} fps, {m.width}x{m.height}, codec {m.codec}, "
+          f"rate {format_rate(m.rate)}")
 
 
 def cmd_plan(args) -> None:
@@ -279,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
-    p.add_argument("--out", default="generated.mp4", help="writes OUT, OUT.png (contact sheet) and OUT.json")
+    p.add_argument("--out", default="generated.mp4", help="an .mp4; a contact sheet and the sections go beside it as .png and .json")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")

@@ -122,8 +122,9 @@ def retrieve_command(checkpoint, video_path, times, out, steps=None, sampler="eu
 
 def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4, steps=None,
                  ar_checkpoint=None) -> dict:
-    """Retrieval on a video the model never saw; then, with a stage-2 checkpoint, a
-    continuation of the procedural video from its storyboard (generated.mp4/.png/.json)."""
+    """Retrieval on a video the model never saw; then, with a stage-2 checkpoint and no
+    `video_path`, a continuation of the procedural video from its storyboard
+    (generated.mp4/.png/.json)."""
     from .procedural import procedural_video
 
     model = load_model(checkpoint)
@@ -148,7 +149,10 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
           f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
     metrics = run_retrieval(model, frames, times, out, steps, seed=seed, source=source)
     _print_summary(metrics, out)
-    if ar_checkpoint is not None:
+    if ar_checkpoint is not None and video_path:
+        print("\ngeneration skipped: it continues the procedural video from its own storyboard, and "
+              f"{video_path} has none (use `framemem generate --init-video` with a storyboard of yours)")
+    elif ar_checkpoint is not None:
         from .storyboard import Storyboard
 
         init_seconds = DEMO_INIT_SECONDS
@@ -207,13 +211,17 @@ def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
 
 def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
                      steps: int | None = None) -> list[dict]:
-    """`framemem generate`: write OUT (mp4), OUT.png (contact sheet) and OUT.json (sections)."""
+    """`framemem generate`: write `out` (e.g. story.mp4), story.png (contact sheet) and story.json (sections)."""
     from .autoregressive import generate
     from .storyboard import Storyboard
     from .video import video_fps, video_size
 
     if Path(out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise FrameMemError(f"--out {out}: name an .mp4 (or .mov, .mkv) file")
+    taken = {Path(p).resolve(): flag for p, flag in ((storyboard_path, "--storyboard"), (init_video, "--init-video")) if p}
+    for written in (Path(out), Path(out).with_suffix(".png"), Path(out).with_suffix(".json")):
+        if written.resolve() in taken:
+            raise FrameMemError(f"--out {out} would overwrite {taken[written.resolve()]} {written}: choose another name")
     storyboard = Storyboard.load(storyboard_path)
     model = load_model(checkpoint)
     mc = model.config.model
