@@ -84,6 +84,9 @@ def test_cache_from_another_preset_is_refused(tmp_path, video_folder, capsys):
     code = main(["pretrain", "--rate", "2x2x2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--steps", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cache was written for preset 'tiny'" in err[0]
+    with pytest.raises(FrameMemError, match="not a folder of videos"):  # a typo in --data leaves no folder
+        build_cache(config, tmp_path / "no-such-videos", tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_both_stages_read_the_cache(tmp_path, video_folder, config):

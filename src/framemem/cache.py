@@ -113,20 +113,20 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(out)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    (out / "progress").mkdir(exist_ok=True)
-    key = cache_key(config)
-    header = out / "key.json"
-    if header.is_file() and json.loads(header.read_text())["key"] != key:
-        raise FrameMemError(f"{out}: holds a cache for another preset; choose a new folder")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(header, {"preset": config.preset, "key": key})
-
     sources = source if isinstance(source, (list, tuple)) else [source]
     files = sorted({p.resolve() for s in sources for p in list_videos(s)})
     if not files:
         raise FrameMemError(f"{', '.join(map(str, sources))}: no video files found")
+    key = cache_key(config)
+    header = out / "key.json"
+    if header.is_file() and json.loads(header.read_text())["key"] != key:
+        raise FrameMemError(f"{out}: holds a cache for another preset; choose a new folder")
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / "progress").mkdir(exist_ok=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(header, {"preset": config.preset, "key": key})
+
     finished = _done(out)
     todo = [p for p in files if str(p) not in finished][rank::world]
     accelerator.wait_for_everyone()  # every rank split the same list before any rank records progress

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches.choices["consistency"].add_argument("--checkpoint", action="append", help="also score this stage-2 model (repeatable)")
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
-    p.add_argument("--model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")
+    p.add_argument("--preset", "--model", dest="model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")
     p.add_argument("--resolution", help="WIDTHxHEIGHT (default: the preset's)")
     p.add_argument("--fps", type=_positive(), help="history fps (default: the preset's)")
     p.add_argument("--seconds", type=_positive(), help="history length (default: the preset's)")
