@@ -1,8 +1,8 @@
 """Training and held-out histories: procedural videos and/or clips of video files.
 
-A history always has the preset's length. Files shorter than it are used as shots:
-random clips of 2–8 s from random files are cut together until the history is full,
-the multi-shot structure the paper's Short-style data has.
+A history always has the length asked for. From video files it is a montage: shots of
+2–8 s from random files are cut together until it is full, the multi-shot structure of
+the paper's Short-style data.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ for a video is the concatenation of memory for its blocks: appending a section o
 encodes the new frames.
 
 Grids that do not divide by the rate are padded at the end by replicating the
-last row/column/frame (as FramePack does); a padded token's position is the mean of
-the real positions it covers.
+last row/column/frame (as FramePack does); a token's position is the mean of the
+positions its padded block covers, replicated ones counted again (`axis_centres`).
 """
 from __future__ import annotations
 
