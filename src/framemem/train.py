@@ -208,7 +208,7 @@ class Trainer:
         self.config.save(self.run_dir / "framemem.json")
         self.train(max_minutes=max_minutes)
         self.export(dtype=export_dtype)
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process and (self.run_dir / "log.jsonl").exists():  # a run shorter than log_every has none
             from .plots import plot_curves
 
             plot_curves(self.run_dir / "log.jsonl", self.run_dir / "curves.png")
