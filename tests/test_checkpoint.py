@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from framemem.backbone import build_transformer
+from framemem.errors import FrameMemError
 from framemem.model import FrameMem
 
 
@@ -81,3 +82,22 @@ def test_dit_weights_that_do_not_fit_the_preset_are_refused(config, tmp_path):
     config.model.transformer["num_layers"] = 2  # e.g. 5B weights given to the 14B preset
     with pytest.raises(FrameMemError, match=r"do not fit the preset: num_layers 1 \(preset: 2\)"):
         build_transformer(config.model)
+
+
+def test_a_hub_id_is_downloaded_and_a_missing_one_fails_clearly(config, tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    FrameMem.build(config).save_pretrained(tmp_path / "snapshot")
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo: asked.append(repo) or str(tmp_path / "snapshot"))
+    assert FrameMem.from_pretrained("someone/framemem-tiny").config.preset == config.preset
+    assert asked == ["someone/framemem-tiny"]
+    monkeypatch.undo()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FrameMemError, match="no-such/model: no such folder, and the hub could not provide it"):
+        FrameMem.from_pretrained("no-such/model")
+    monkeypatch.chdir(tmp_path)  # under an existing folder: a typo of a local path, not a hub id
+    with pytest.raises(FrameMemError, match="not a framemem checkpoint"):
+        FrameMem.from_pretrained("snapshot/model")

@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("generate", help="a long video from a storyboard, section by section with a memory")
-    p.add_argument("--checkpoint", help="stage-2 model folder (default: the shipped tiny one)")
+    p.add_argument("--checkpoint", help="stage-2 model folder or hub id (default: the shipped tiny one)")
     p.add_argument("--storyboard", required=True, help="YAML or JSON of timestamped prompts")
     p.add_argument("--seconds", type=_positive(), required=True, help="how much new video to generate")
     p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("retrieve", help="reconstruct frames of a video from its memory alone")
-    p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")
+    p.add_argument("--checkpoint", help="model folder or hub id (default: the shipped tiny model)")
     p.add_argument("--video", required=True)
     p.add_argument("--times", required=True, help="seconds, comma-separated, e.g. 1.5,7.0,18.2")
     p.add_argument("--out", required=True)
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("demo", help="the embedded default on a video it never saw")
-    p.add_argument("--checkpoint", help="model folder (default: the shipped tiny model)")
+    p.add_argument("--checkpoint", help="model folder or hub id (default: the shipped tiny model)")
     p.add_argument("--video", help="a video file (default: a new procedural video)")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--seed", type=_non_negative_int, default=None, help="procedural seed and retrieval times")

@@ -57,3 +57,20 @@ def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, weights_n
         why = ("its files do not load" if local.exists() else
                "not a local folder, and the hub could not provide it (offline?)")
         raise FrameMemError(f"cannot load {model_cls.__name__} from '{path_or_id}': {why}: {first}") from None
+
+
+def checkpoint_folder(path_or_id: str | Path) -> Path:
+    """A framemem checkpoint as a local folder: `path_or_id` when it is one (or names a path
+    under an existing folder, e.g. a typo of one), else a hub repo id, downloaded once and
+    then read from the hub cache."""
+    local = Path(path_or_id).expanduser()
+    text = str(path_or_id)
+    if local.exists() or looks_local(text) or text.count("/") != 1 or local.parent.exists():
+        return local
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text))
+    except OSError as err:  # offline, unknown, gated: huggingface_hub's errors are all OSErrors
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FrameMemError(f"{text}: no such folder, and the hub could not provide it (offline?): {first}") from None

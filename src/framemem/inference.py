@@ -21,8 +21,10 @@ DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
 
 
 def load_model(checkpoint: str | Path) -> FrameMem:
-    """A checkpoint folder's model, on the GPU when there is one."""
-    path = Path(checkpoint)
+    """A checkpoint folder's (or hub repo's) model, on the GPU when there is one."""
+    from .hub import checkpoint_folder
+
+    path = checkpoint_folder(checkpoint)
     if not path.exists():
         raise FrameMemError(f"checkpoint {path}: no such folder")
     return FrameMem.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")

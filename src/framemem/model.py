@@ -129,12 +129,14 @@ class FrameMem(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "FrameMem":
-        """Load a checkpoint folder; a missing or mismatched one raises FrameMemError."""
+        """Load a checkpoint folder or hub repo id; a missing or mismatched one raises FrameMemError."""
         from diffusers import WanTransformer3DModel
 
-        path = Path(path)
-        if not path.exists() and (_previous(path) / "framemem.json").is_file():
-            path = _previous(path)  # a save was killed between its two renames
+        from .hub import checkpoint_folder
+
+        if not Path(path).exists() and (_previous(Path(path)) / "framemem.json").is_file():
+            path = _previous(Path(path))  # a save was killed between its two renames
+        path = checkpoint_folder(path)
         if not (path / "framemem.json").is_file():
             raise FrameMemError(f"{path}: not a framemem checkpoint (no framemem.json)")
         config = FrameMemConfig.load(path / "framemem.json")
