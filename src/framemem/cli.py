@@ -226,8 +226,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive(int))
     p.add_argument("--lr", type=_positive())
     p.add_argument("--seed", type=_non_negative_int)
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a setting: NAME=VALUE for a stage-1 training field (e.g. t_shift=3), "
-                   "ar.NAME=VALUE for a stage-2 one (e.g. ar.t_shift=3)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override a setting: a stage-1 training field (e.g. t_shift=3), or ar.NAME for a stage-2 one "
+                        "(e.g. ar.t_shift=3)")
     p.add_argument("--max-minutes", type=_positive(), help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
-    p.add_argument("--out", default="generated.mp4", help="an .mp4; a contact sheet and the sections go beside it as .png and .json")
+    p.add_argument("--out", default="generated.mp4",
+                   help="an .mp4; a contact sheet and the sections go beside it as .png and .json")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")

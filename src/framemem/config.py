@@ -224,7 +224,7 @@ class FrameMemConfig:
 
     def override(self, item: str) -> None:
         """`NAME=VALUE` sets a stage-1 training field (`train`), `ar.NAME=VALUE` a stage-2 one,
-        converted to the field's declared type; the config is validated after."""
+        converted to the field's declared type (ranges are `validate`'s job)."""
         name, _, text = item.partition("=")
         part, _, name = name.rpartition(".")
         section = {"": self.train, "train": self.train, "ar": self.ar}.get(part)
@@ -235,8 +235,9 @@ class FrameMemConfig:
         try:
             setattr(section, name, _parse_value(text, hints[name]))
         except ValueError:
-            kinds = typing.get_args(hints[name]) or (hints[name],)
-            raise FrameMemError(f"--set {item}: '{text}' is not " + " or ".join("none" if k is type(None) else k.__name__ for k in kinds)) from None
+            kinds = " or ".join("none" if k is type(None) else k.__name__
+                                for k in typing.get_args(hints[name]) or (hints[name],))
+            raise FrameMemError(f"--set {item}: '{text}' is not {kinds}") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "FrameMemConfig":
