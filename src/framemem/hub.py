@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from .errors import FrameMemError
@@ -51,7 +52,9 @@ def load_pretrained(model_cls, path_or_id: str, subfolder: str | None, weights_n
     else:
         target, sub = path_or_id, subfolder
     try:
-        return model_cls.from_pretrained(target, subfolder=sub, **kwargs)
+        with warnings.catch_warnings():  # diffusers still passes an argument huggingface_hub deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return model_cls.from_pretrained(target, subfolder=sub, **kwargs)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         why = ("its files do not load" if local.exists() else
