@@ -77,7 +77,7 @@ def test_mismatched_checkpoint_is_refused(checkpoint, config, tmp_path, procedur
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "wan2.2-ti2v-5b", "--model-path", "/no/such/wan-folder"], "/no/such/wan-folder: no such folder"),
-    (["--preset", "tiny", "--model-path", "/models/wan"], "preset 'tiny' has no Wan weights to load"),
+    (["--preset", "tiny", "--model-path", "/no/such/base"], "/no/such/base: no such folder"),
 ])
 def test_model_path_errors_are_one_line(args, message, tmp_path, capsys):
     code = main(["pretrain", *args, "--out", str(tmp_path / "run"), "--steps", "1"])

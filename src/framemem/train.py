@@ -299,6 +299,27 @@ def history_lengths(model: FrameMem, full: int, minimum: float | None) -> list[i
     return [n for n in lengths if n >= minimum] or [full]
 
 
+def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, variant: str) -> FrameMem:
+    """The seeded model a run starts from; a folder with checkpoints needs `resume`."""
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+    torch.manual_seed(config.train.seed)
+    model = FrameMem.build(config, variant)
+    if config.train.gradient_checkpointing:
+        model.dit.transformer.enable_gradient_checkpointing()
+    return model
+
+
+def history_sampler(config: FrameMemConfig, data=None):
+    """Training videos: the procedural generator, mixed with the videos of `data` when given."""
+    from .data import HistorySampler
+    from .video import VideoDataset
+
+    mc, tc = config.model, config.train
+    dataset = None if data is None else VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
+    return HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool)
+
+
 def pretrain(
     config: FrameMemConfig,
     run_dir: str | Path,
@@ -315,22 +336,12 @@ def pretrain(
     Histories come from `cache` (a `framemem cache` folder: latents, no decoding) when
     given; otherwise from the procedural generator mixed with the videos of `data`."""
     from .cache import CachedHistories
-    from .data import HistorySampler, heldout_videos
+    from .data import heldout_videos
     from .retrieval import memory_diagnostics, retrieval_loss
-    from .video import VideoDataset
 
-    run_dir = Path(run_dir)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
     mc, tc = config.model, config.train
-    torch.manual_seed(tc.seed)
-    model = FrameMem.build(config, variant)
-    if tc.gradient_checkpointing:
-        model.dit.transformer.enable_gradient_checkpointing()
-    dataset = None
-    if data is not None:
-        dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
-    sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool)
+    model = build_run_model(config, run_dir, resume, variant)
+    sampler = history_sampler(config, data)
     heldout = heldout_videos(mc, count=2, real=heldout_real)
     lengths = history_lengths(model, mc.history_frames, tc.history_seconds_min and tc.history_seconds_min * mc.fps)
     cached = CachedHistories(cache, config, model.encoder.block_frames) if cache is not None else None
