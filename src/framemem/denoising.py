@@ -11,6 +11,7 @@ from Wan's weights (docs/training.md, "A base DiT").
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -48,7 +49,7 @@ def base_pretrain(config: FrameMemConfig, run_dir: str | Path, data=None, resume
     if config.model.transformer_path:
         raise FrameMemError(f"preset '{config.preset}' loads its DiT from {config.model.transformer_path}: "
                             "a base DiT is for presets trained from scratch")
-    config.stage = 0
+    config = dataclasses.replace(config, stage=0)
     model = build_run_model(config, run_dir, resume, "only_lr")  # φ is unused: only the DiT trains
     sampler = history_sampler(config, data)
     frames = max(1, int(round(clip_seconds * config.model.fps)))
