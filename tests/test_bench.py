@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from framemem.bench import QUICK, Budget, retrieval_table, run_config, train_run
-from framemem.bench_report import pareto, retrieval_command
+from framemem.bench_report import pareto, retrieval_command, write_markdown
 from framemem.framepack import framepack_tokens
 from test_metrics import write_lpips_files
 
@@ -30,10 +30,9 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
     assert len(rows) == 2 + 2 and "LPIPS: unavailable" in table  # two variants, two references
     assert "Command: `framemem bench retrieval --quick` —" in table
-    assert set(data["references"]) == {"bicubic", "mean_frame"}
+    assert set(data["references"]) == {"bicubic 4×4", "mean_frame"}  # framepack keeps the preset's 4×4×2
     grid = Image.open(tmp_path / "table1-grid.png")
     assert grid.height >= 3 * 64  # the truth row and one row per variant
-    assert data["bicubic_down"] == "4×4"
     assert Image.open(tmp_path / "table1-tokens.png").size[0] > 0
     # an interrupted benchmark continues: a finished run is not trained again
     run = tmp_path / "runs" / "proposed-4x4x2-seed0"
@@ -50,7 +49,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     data = retrieval_table(budget, tmp_path / "runs", tmp_path / "table1-lpips")
     assert (run / "log.jsonl").read_text() == before
     assert all(r["lpips"]["mean"] > 0 and r["lpips"]["std"] >= 0 for r in data["records"])
-    assert data["references"]["bicubic"]["lpips"] >= 0
+    assert data["references"]["bicubic 4×4"]["lpips"] >= 0
     assert "unavailable" not in (tmp_path / "table1-lpips.md").read_text()
     assert Image.open(tmp_path / "table1-lpips-grid.png").size == grid.size
 
@@ -61,6 +60,18 @@ def test_the_report_names_the_command_that_reproduces_its_budget():
     budget |= {"steps": 2000, "seeds": [0, 1, 2], "lpips_backbone": "/w/alexnet.pth", "lpips_linear": "/w/alex.pth"}
     assert retrieval_command(budget) == ("framemem bench retrieval --steps 2000 --seeds 0 1 2 "
                                          "--lpips-backbone alexnet.pth --lpips-linear alex.pth")
+
+
+def test_the_table_has_a_bicubic_reference_per_spatial_rate(tmp_path):
+    record = {"variant": "proposed", "rate": "2x2x2", "tokens": 640, "psnr_mean": 20.0, "psnr_std": 0.5, "ssim_mean": 0.3,
+              "ssim_std": 0.02, "one_step_psnr": {"mean": 20.0, "std": 0.1}, "lpips": None, "seeds": [0, 1], "paper": None}
+    refs = {"mean_frame": {"psnr": 15.0, "ssim": 0.1}, "bicubic 4×4": {"psnr": 25.0, "ssim": 0.6},
+            "bicubic 2×2": {"psnr": 29.0, "ssim": 0.8}}
+    write_markdown({"budget": dataclasses.asdict(Budget()), "records": [record], "references": refs}, tmp_path / "t.md")
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| *reference")]
+    assert rows == ["| *reference: each frame down 2×2 and back up (bicubic)* | — | 29.00 | 0.800 | — | — | — | — | — |",
+                    "| *reference: each frame down 4×4 and back up (bicubic)* | — | 25.00 | 0.600 | — | — | — | — | — |",
+                    "| *reference: the history's mean frame* | — | 15.00 | 0.100 | — | — | — | — | — |"]
 
 
 def test_pareto_front():

@@ -116,11 +116,11 @@ def check_same_recipe(saved: FrameMemConfig, wanted: FrameMemConfig, run_dir: Pa
                                     f"for {want[part].get(key)}: pass another --runs folder")
 
 
-def reference_scores(frames: list[dict]) -> dict:
-    """The references at the evaluated frames (the same frames for every run): the bicubic
-    copy (down by the spatial rate and back up) and the history's mean frame."""
-    return {name: {k: float(np.mean([r[f"{name}_{k}"] for r in frames])) for k in ("psnr", "ssim", "lpips")
-                   if f"{name}_{k}" in frames[0]} for name in ("bicubic", "mean_frame")}
+def reference_scores(frames: list[dict], name: str) -> dict:
+    """A reference's mean scores at the evaluated frames (the same frames for every run):
+    `bicubic` (down by the run's spatial rate and back up) or `mean_frame` (the history's)."""
+    return {k: float(np.mean([r[f"{name}_{k}"] for r in frames])) for k in ("psnr", "ssim", "lpips")
+            if f"{name}_{k}" in frames[0]}
 
 
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
@@ -130,7 +130,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     from .metrics import LPIPS
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
-    records, evals, references, bicubic_down = [], {}, None, None
+    records, evals, references = [], {}, {}
     bar = tqdm(total=len(budget.specs) * len(budget.seeds), desc="bench retrieval", unit="run")
     for variant, rate in budget.specs:
         scores = []
@@ -143,9 +143,9 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
                                         lpips)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
-            if references is None:  # the first run's frames, which are every run's
-                references = reference_scores(frames)
-                bicubic_down = "×".join(map(str, model.config.model.rate[:2]))
+            down = "×".join(map(str, model.config.model.rate[:2]))  # one bicubic reference per spatial rate
+            references.setdefault(f"bicubic {down}", reference_scores(frames, "bicubic"))
+            references.setdefault("mean_frame", reference_scores(frames, "mean_frame"))
             tokens = next(iter(result["videos"].values()))["tokens"]
             scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
                                                                for k in ("psnr", "ssim", "lpips", "one_step_psnr") if k in frames[0]})
@@ -165,7 +165,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
         })
     bar.close()
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
-              "references": references, "bicubic_down": bicubic_down}
+              "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_name(out.name + ".json"), result)
     from .bench_report import plot_tokens, retrieval_grid, write_markdown

@@ -83,11 +83,11 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(f"| {label(r)} | {r['tokens']:,} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {lpips} | {one_step['mean']:.2f} ± {one_step['std']:.2f} | "
                      f"{paper_cells} |")
-    down = result.get("bicubic_down", "4×4")
-    names = {"bicubic": f"reference: each frame down {down} and back up (bicubic)", "mean_frame": "reference: the history's mean frame"}
-    for name, ref in (result.get("references") or {}).items():
+    for name, ref in sorted((result.get("references") or {}).items()):
+        title = (f"reference: each frame down {name.split()[1]} and back up (bicubic)" if name.startswith("bicubic ")
+                 else "reference: the history's mean frame")
         lpips = f"{ref['lpips']:.3f}" if "lpips" in ref else "—"
-        lines.append(f"| *{names[name]}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — | — |")
+        lines.append(f"| *{title}* | — | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {lpips} | — | — | — | — |")
     lpips_note = ("LPIPS: AlexNet version (Zhang et al., 2018) from the local weight files given, on frames at "
                   "the model's resolution." if budget.get("lpips_backbone") else
                   "LPIPS: unavailable — it needs local weight files (`--lpips-backbone`, `--lpips-linear`), and no "
