@@ -109,9 +109,14 @@ def pareto(records: list[dict]) -> list[dict]:
 
 def plot_tokens(records: list[dict], path: Path, seconds: float) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for r in records:
+    placed = []  # (tokens, PSNR) of labels above their point; a close neighbour's goes below
+    for r in sorted(records, key=lambda r: -r["psnr_mean"]):
         ax.errorbar(r["tokens"], r["psnr_mean"], yerr=r["psnr_std"], fmt="o", capsize=3)
-        ax.annotate(label(r), (r["tokens"], r["psnr_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        crowded = any(t == r["tokens"] and abs(p - r["psnr_mean"]) < 0.3 for t, p in placed)
+        ax.annotate(label(r), (r["tokens"], r["psnr_mean"]), textcoords="offset points",
+                    xytext=(5, -10 if crowded else 4), fontsize=7)
+        if not crowded:
+            placed.append((r["tokens"], r["psnr_mean"]))
     front = pareto(records)
     ax.plot([r["tokens"] for r in front], [r["psnr_mean"] for r in front], "k--", lw=1, label="Pareto front")
     ax.set(xscale="log", xlabel=f"memory tokens ({seconds:g} s history)", ylabel="retrieval PSNR (dB)",
