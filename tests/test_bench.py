@@ -23,6 +23,7 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
         assert r["psnr_std"] >= 0 and 0 < r["psnr_mean"] < 60 and -1 <= r["ssim_mean"] <= 1
         assert 0 < r["one_step_psnr"]["mean"] < 60 and r["one_step_psnr"]["std"] >= 0
         assert r["lpips"] is None
+        assert all(s["train_seconds"] > 0 for s in r["per_seed"])
     tokens = {r["variant"]: r["tokens"] for r in data["records"]}
     assert tokens == {"proposed": 8 * 2 * 2, "framepack": framepack_tokens((16, 8, 8))}  # 4 s histories
     assert data["records"][0]["paper"] == {"psnr": 17.41, "ssim": 0.596, "lpips": 0.171}
@@ -30,6 +31,8 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
     assert len(rows) == 2 + 2 and "LPIPS: unavailable" in table  # two variants, two references
     assert "Command: `framemem bench retrieval --quick` —" in table
+    total = sum(s["train_seconds"] for r in data["records"] for s in r["per_seed"])
+    assert f"Training time: {total / 60:.1f} min for the 4 runs" in table
     assert set(data["references"]) == {"bicubic 4×4", "mean_frame"}  # framepack keeps the preset's 4×4×2
     grid = Image.open(tmp_path / "table1-grid.png")
     assert grid.height >= 3 * 64  # the truth row and one row per variant

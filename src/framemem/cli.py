@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "OUT.md, OUT.json, PNGs")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]
-    q.add_argument("--steps", type=_positive(int), help="training steps per run (default 300: about an hour on 2 CPU cores)")
+    q.add_argument("--steps", type=_positive(int), help="training steps per run (default 300: 33 min on 2 CPU cores, up to about an hour on slower ones)")
     q.add_argument("--lpips-backbone", help="torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
     q.add_argument("--lpips-linear", help="the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
     benches.choices["consistency"].add_argument("--checkpoint", action="append", help="also score this stage-2 model (repeatable)")
