@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from framemem.bench import QUICK, Budget, retrieval_table, run_config, train_run
-from framemem.bench_report import pareto, retrieval_command, write_markdown
+from framemem.bench_report import pareto, retrieval_command, training_time, write_markdown
 from framemem.framepack import framepack_tokens
 from test_metrics import write_lpips_files
 
@@ -67,7 +67,8 @@ def test_the_report_names_the_command_that_reproduces_its_budget():
 
 def test_the_table_has_a_bicubic_reference_per_spatial_rate(tmp_path):
     record = {"variant": "proposed", "rate": "2x2x2", "tokens": 640, "psnr_mean": 20.0, "psnr_std": 0.5, "ssim_mean": 0.3,
-              "ssim_std": 0.02, "one_step_psnr": {"mean": 20.0, "std": 0.1}, "lpips": None, "seeds": [0, 1], "paper": None}
+              "ssim_std": 0.02, "one_step_psnr": {"mean": 20.0, "std": 0.1}, "lpips": None, "seeds": [0, 1], "paper": None,
+              "per_seed": [{"seed": 0, "train_seconds": 60.0}, {"seed": 1, "train_seconds": 90.0}]}
     refs = {"mean_frame": {"psnr": 15.0, "ssim": 0.1}, "bicubic 4×4": {"psnr": 25.0, "ssim": 0.6},
             "bicubic 2×2": {"psnr": 29.0, "ssim": 0.8}}
     write_markdown({"budget": dataclasses.asdict(Budget()), "records": [record], "references": refs}, tmp_path / "t.md")
@@ -75,7 +76,16 @@ def test_the_table_has_a_bicubic_reference_per_spatial_rate(tmp_path):
     assert rows == ["| *reference: each frame down 2×2 and back up (bicubic)* | — | 29.00 | 0.800 | — | — | — | — | — |",
                     "| *reference: each frame down 4×4 and back up (bicubic)* | — | 25.00 | 0.600 | — | — | — | — | — |",
                     "| *reference: the history's mean frame* | — | 15.00 | 0.100 | — | — | — | — | — |"]
+    assert ("Training time: 2.5 min for the 2 runs on the machine that trained them "
+            "(evaluation excluded; slowest run Proposed (2×2×2), 1.5 min).") in (tmp_path / "t.md").read_text()
 
+
+
+def test_runs_without_a_recorded_training_time_say_so():
+    old = {"variant": "only_lr", "rate": "4x4x2", "per_seed": [{"seed": 0}]}
+    assert training_time([old]) == "Training time: not recorded for these runs."
+    timed = {"variant": "proposed", "rate": "4x4x2", "per_seed": [{"seed": 0, "train_seconds": 120.0}]}
+    assert training_time([old, timed]).startswith("Training time: 2.0 min for the 1 run on")
 
 def test_pareto_front():
     records = [{"tokens": 10, "psnr_mean": 12.0}, {"tokens": 20, "psnr_mean": 11.0}, {"tokens": 40, "psnr_mean": 15.0}]

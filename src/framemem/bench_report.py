@@ -101,9 +101,11 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def training_time(records: list[dict]) -> str:
     """One line: the training wall time the runs took (evaluation excluded), as their logs measured it."""
-    runs = [(label(r), s["train_seconds"]) for r in records for s in r["per_seed"]]
+    runs = [(label(r), s["train_seconds"]) for r in records for s in r.get("per_seed", []) if "train_seconds" in s]
+    if not runs:
+        return "Training time: not recorded for these runs."
     slowest = max(runs, key=lambda run: run[1])
-    return (f"Training time: {sum(t for _, t in runs) / 60:.1f} min for the {len(runs)} runs on the machine that trained them "
+    return (f"Training time: {sum(t for _, t in runs) / 60:.1f} min for the {len(runs)} run{'s' if len(runs) > 1 else ''} on the machine that trained them "
             f"(evaluation excluded; slowest run {slowest[0]}, {slowest[1] / 60:.1f} min).")
 
 
