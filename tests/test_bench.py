@@ -80,12 +80,12 @@ def test_the_table_has_a_bicubic_reference_per_spatial_rate(tmp_path):
             "(evaluation excluded; slowest run Proposed (2×2×2), 1.5 min).") in (tmp_path / "t.md").read_text()
 
 
-
 def test_runs_without_a_recorded_training_time_say_so():
     old = {"variant": "only_lr", "rate": "4x4x2", "per_seed": [{"seed": 0}]}
     assert training_time([old]) == "Training time: not recorded for these runs."
     timed = {"variant": "proposed", "rate": "4x4x2", "per_seed": [{"seed": 0, "train_seconds": 120.0}]}
     assert training_time([old, timed]).startswith("Training time: 2.0 min for the 1 run on")
+
 
 def test_pareto_front():
     records = [{"tokens": 10, "psnr_mean": 12.0}, {"tokens": 20, "psnr_mean": 11.0}, {"tokens": 40, "psnr_mean": 15.0}]

@@ -105,7 +105,8 @@ def training_time(records: list[dict]) -> str:
     if not runs:
         return "Training time: not recorded for these runs."
     slowest = max(runs, key=lambda run: run[1])
-    return (f"Training time: {sum(t for _, t in runs) / 60:.1f} min for the {len(runs)} run{'s' if len(runs) > 1 else ''} on the machine that trained them "
+    count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
+    return (f"Training time: {sum(t for _, t in runs) / 60:.1f} min for the {count} on the machine that trained them "
             f"(evaluation excluded; slowest run {slowest[0]}, {slowest[1] / 60:.1f} min).")
 
 
