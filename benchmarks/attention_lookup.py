@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from diffusers.models.transformers import transformer_wan
 
-from framemem.data import to_model
-from framemem.evaluation import unseen_videos
+from framemem.data.histories import to_model
+from framemem.bench.evaluation import unseen_videos
 from framemem.files import write_json, write_text
-from framemem.inference import load_model
-from framemem.retrieval import gather_frames
+from framemem.cli.commands import load_model
+from framemem.training.stage1_retrieval import gather_frames
 
 TARGETS_PER_VIDEO = 6
 

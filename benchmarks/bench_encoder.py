@@ -33,9 +33,9 @@ def real_width_encoder(preset: str):
     Returns (encoder, patch_embedding, latents (1, C, T', H', W'), low_res, facts)."""
     import torch
 
-    from framemem.codecs import codec_geometry
+    from framemem.models.codecs import codec_geometry
     from framemem.config import get_preset
-    from framemem.model import build_memory_encoder
+    from framemem.models.framemem import build_memory_encoder
 
     mc = get_preset(preset).model
     codec = codec_geometry(mc)

@@ -32,10 +32,10 @@ def part_train(steps: int, variant: str) -> dict:
     import torch
 
     from framemem.config import get_preset
-    from framemem.data import HistorySampler
-    from framemem.model import FrameMem
-    from framemem.retrieval import retrieval_loss
-    from framemem.train import step_generators
+    from framemem.data.histories import HistorySampler
+    from framemem.models.framemem import FrameMem
+    from framemem.training.stage1_retrieval import retrieval_loss
+    from framemem.training.trainer import step_generators
 
     config = get_preset("tiny")
     torch.manual_seed(0)
@@ -64,8 +64,8 @@ def part_encoder(repeats: int = 5) -> dict:
     import torch
 
     from framemem.config import get_preset
-    from framemem.data import HistorySampler
-    from framemem.model import FrameMem
+    from framemem.data.histories import HistorySampler
+    from framemem.models.framemem import FrameMem
 
     config = get_preset("tiny")
     model = FrameMem.build(config).eval()

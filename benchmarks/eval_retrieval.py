@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from framemem.cli import DEFAULT_CHECKPOINT
-from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.cli.main import DEFAULT_CHECKPOINT
+from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.inference import load_model
+from framemem.cli.commands import load_model
 
 
 def evaluate(checkpoint, count: int, times_per_video: int, out: Path, steps: int | None, real: bool = True) -> dict:

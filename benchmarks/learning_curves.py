@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from framemem.bench import run_config, train_run
+from framemem.bench.retrieval_table import run_config, train_run
 from framemem.config import get_preset
-from framemem.evaluation import evaluate_retrieval, unseen_videos
+from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.inference import load_model
+from framemem.cli.commands import load_model
 from framemem.metrics import mean_std
 from framemem.plots import plot_curves, read_log
 

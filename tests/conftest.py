@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from framemem.config import get_preset
-from framemem.procedural import procedural_video
-from framemem.video import write_video
+from framemem.data.procedural import procedural_video
+from framemem.data.video import write_video
 
 
 def small_config():

@@ -10,8 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import small_config  # noqa: E402
 
-from framemem.autoregressive import finetune  # noqa: E402
-from framemem.train import pretrain  # noqa: E402
+from framemem.training.stage2_autoregressive import finetune  # noqa: E402
+from framemem.training.trainer import pretrain  # noqa: E402
 
 
 def fingerprint(module: torch.nn.Module) -> str:

@@ -5,14 +5,14 @@ import pytest
 import torch
 from conftest import fit_fixed_batch
 
-from framemem.autoregressive import MemoryState, ar_loss, draw_batch, section_latent_frames
-from framemem.cli import main
-from framemem.data import HistorySampler
+from framemem.training.stage2_autoregressive import MemoryState, ar_loss, draw_batch, section_latent_frames
+from framemem.cli.main import main
+from framemem.data.histories import HistorySampler
 from framemem.errors import FrameMemError
-from framemem.model import FrameMem
-from framemem.storyboard import Storyboard
-from framemem.text import HashedTextEncoder
-from framemem.train import pretrain, step_generators
+from framemem.models.framemem import FrameMem
+from framemem.data.storyboard import Storyboard
+from framemem.models.text_encoders import HashedTextEncoder
+from framemem.training.trainer import pretrain, step_generators
 
 GOOD = {"prompts": [{"at": 0, "prompt": "a ginger cat"}, {"at": 4.5, "prompt": "a brick wall"}]}
 
@@ -54,7 +54,7 @@ def test_hashed_text_encoder():
 def test_umt5_text_encoder_from_a_local_folder(tmp_path):
     from conftest import write_tiny_umt5
 
-    from framemem.text import UMT5TextEncoder
+    from framemem.models.text_encoders import UMT5TextEncoder
 
     write_tiny_umt5(tmp_path / "wan")
     enc = UMT5TextEncoder(str(tmp_path / "wan"), max_tokens=6)
@@ -87,7 +87,7 @@ def test_appending_sections_equals_encoding_the_whole_history(config):
 
 
 def test_stage2_steps_lower_the_loss(config):
-    from framemem.text import build_text_encoder
+    from framemem.models.text_encoders import build_text_encoder
 
     model = FrameMem.build(config)
     model.text_encoder = build_text_encoder(config.ar, model.dit.text_dim, None)
@@ -122,7 +122,7 @@ def test_finetune_then_generate_end_to_end(stage1, tmp_path, capsys):
     out = tmp_path / "gen.mp4"
     assert main(["generate", "--checkpoint", str(ckpt), "--storyboard", str(tmp_path / "story.yaml"),
                  "--seconds", "2.5", "--steps", "2", "--out", str(out)]) == 0
-    from framemem.video import load_frames
+    from framemem.data.video import load_frames
 
     frames = load_frames(out, 4.0, 32, 32)
     assert len(frames) == 10  # 2.5 s at 4 fps: three 1-s sections, the last one cut to length
@@ -180,8 +180,8 @@ def test_finetune_refuses_a_checkpoint_of_another_preset(tmp_path, capsys):
 def test_a_section_is_captioned_at_its_middle_frame_for_both_time_axes():
     from test_codecs import CausalMeanCodec
 
-    from framemem.autoregressive import section_middle
-    from framemem.codecs import SpaceToDepthCodec
+    from framemem.training.stage2_autoregressive import section_middle
+    from framemem.models.codecs import SpaceToDepthCodec
 
     assert section_middle(SpaceToDepthCodec(4), 8, 4) == 10  # section = pixel frames 8..11
     assert section_middle(SpaceToDepthCodec(4), 0, 4) == 2

@@ -1,8 +1,8 @@
 import torch
 from diffusers import WanTransformer3DModel
 
-from framemem.backbone import MemoryDiT, build_transformer, grid_positions
-from framemem.memory import MemoryTokens
+from framemem.models.memory_dit import MemoryDiT, build_transformer, grid_positions
+from framemem.models.memory_encoder import MemoryTokens
 
 
 def test_no_memory_reproduces_stock_forward(config):

@@ -6,9 +6,9 @@ import json
 import pytest
 from PIL import Image
 
-from framemem.bench import QUICK, Budget, retrieval_table, run_config, train_run
-from framemem.bench_report import pareto, retrieval_command, training_time, write_markdown
-from framemem.framepack import framepack_tokens
+from framemem.bench.retrieval_table import QUICK, Budget, retrieval_table, run_config, train_run
+from framemem.bench.report import pareto, retrieval_command, training_time, write_markdown
+from framemem.models.framepack import framepack_tokens
 from test_metrics import write_lpips_files
 
 
@@ -93,8 +93,8 @@ def test_pareto_front():
 
 
 def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
-    from framemem.bench_consistency import QUICK as QUICK_C
-    from framemem.bench_consistency import VARIANTS, consistency_table
+    from framemem.bench.consistency import QUICK as QUICK_C
+    from framemem.bench.consistency import VARIANTS, consistency_table
 
     result = consistency_table(QUICK_C, tmp_path / "runs", tmp_path / "consistency")
     data = json.loads((tmp_path / "consistency.json").read_text())
@@ -120,7 +120,7 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
 
 
 def test_bench_consistency_refuses_a_stage1_checkpoint(capsys):
-    from framemem.cli import DEFAULT_CHECKPOINT, main
+    from framemem.cli.main import DEFAULT_CHECKPOINT, main
 
     assert main(["bench", "consistency", "--quick", "--checkpoint", str(DEFAULT_CHECKPOINT)]) == 2
     err = capsys.readouterr().err.strip()
@@ -129,7 +129,7 @@ def test_bench_consistency_refuses_a_stage1_checkpoint(capsys):
 
 @pytest.mark.parametrize("argv", [["bench", "consistency", "--steps", "3"], ["bench", "retrieval", "--checkpoint", "x"]])
 def test_an_option_of_the_other_benchmark_is_refused_not_ignored(argv, capsys):
-    from framemem.cli import main
+    from framemem.cli.main import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -140,7 +140,7 @@ def test_a_finished_run_frees_its_training_data(tmp_path):
     """A benchmark trains many runs in one process: each run's cached videos must go with it."""
     import gc
 
-    from framemem.data import HistorySampler
+    from framemem.data.histories import HistorySampler
 
     gc.collect()
     gc.disable()  # as when the cyclic collector happens not to run between two runs

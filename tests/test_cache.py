@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from framemem.cache import CachedHistories, build_cache, check_cache
-from framemem.cli import main
-from framemem.codecs import SpaceToDepthCodec
+from framemem.data.cache import CachedHistories, build_cache, check_cache
+from framemem.cli.main import main
+from framemem.models.codecs import SpaceToDepthCodec
 from framemem.config import get_preset, parse_rate
 from framemem.errors import FrameMemError
-from framemem.memory import MemoryEncoder
-from framemem.model import FrameMem
-from framemem.train import pretrain
-from framemem.video import load_frames, to_model
+from framemem.models.memory_encoder import MemoryEncoder
+from framemem.models.framemem import FrameMem
+from framemem.training.trainer import pretrain
+from framemem.data.video import load_frames, to_model
 
 
 @pytest.mark.parametrize("variant", ["proposed", "only_lr", "without_lr", "large_patchifier"])
@@ -90,7 +90,7 @@ def test_cache_from_another_preset_is_refused(tmp_path, video_folder, capsys):
 
 
 def test_both_stages_read_the_cache(tmp_path, video_folder, config):
-    from framemem.autoregressive import finetune
+    from framemem.training.stage2_autoregressive import finetune
 
     config.model.height = config.model.width = 64
     build_cache(config, video_folder, tmp_path / "cache")
@@ -107,7 +107,7 @@ def test_both_stages_read_the_cache(tmp_path, video_folder, config):
 def test_two_processes_share_the_videos(tmp_path, video_folder):
     """Under torchrun, each rank caches its own slice: none twice, none missed."""
     out = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "framemem.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "framemem.cli.main",
            "cache", "--preset", "tiny", "--data", str(video_folder), "--out", str(out), "--shard-videos", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -123,8 +123,8 @@ def test_two_processes_share_the_videos(tmp_path, video_folder):
 def test_a_frozen_text_encoder_has_its_caption_embeddings_cached(tmp_path, video_folder, config):
     from conftest import write_tiny_umt5
 
-    from framemem.autoregressive import ar_loss, draw_batch
-    from framemem.text import UMT5TextEncoder, build_text_encoder
+    from framemem.training.stage2_autoregressive import ar_loss, draw_batch
+    from framemem.models.text_encoders import UMT5TextEncoder, build_text_encoder
 
     config.model.height = config.model.width = 64
     config.model.transformer["text_dim"] = 16

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from framemem.backbone import build_transformer
+from framemem.models.memory_dit import build_transformer
 from framemem.errors import FrameMemError
-from framemem.model import FrameMem
+from framemem.models.framemem import FrameMem
 
 
 def _outputs(model, video):

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from framemem.cli import main
-from framemem.model import FrameMem
+from framemem.cli.main import main
+from framemem.models.framemem import FrameMem
 
 
 @pytest.fixture

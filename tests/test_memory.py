@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from framemem.codecs import SpaceToDepthCodec
-from framemem.memory import MemoryEncoder, axis_centres, memory_positions
+from framemem.models.codecs import SpaceToDepthCodec
+from framemem.models.memory_encoder import MemoryEncoder, axis_centres, memory_positions
 
 RATES = list(itertools.product((1, 2, 4, 8), repeat=3))
 

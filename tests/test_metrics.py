@@ -3,7 +3,7 @@ linear layers, written here with random values (no download)."""
 import pytest
 import torch
 
-from framemem.cli import main
+from framemem.cli.main import main
 from framemem.errors import FrameMemError
 from framemem.metrics import ALEXNET_CHANNELS, LPIPS
 

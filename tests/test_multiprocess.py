@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ddp_worker import fingerprint
 
-from framemem.model import FrameMem
-from framemem.train import latest_checkpoint, pretrain
+from framemem.models.framemem import FrameMem
+from framemem.training.trainer import latest_checkpoint, pretrain
 
 
 def test_two_processes_train_both_stages_in_sync_and_resume_on_one(tmp_path, config):

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from framemem.cli import main
-from framemem.codecs import SpaceToDepthCodec
+from framemem.cli.main import main
+from framemem.models.codecs import SpaceToDepthCodec
 from framemem.config import get_preset
-from framemem.memory import MemoryEncoder
+from framemem.models.memory_encoder import MemoryEncoder
 from framemem.plan import framepack_tokens, plan
 
 RATES = [(h, w, t) for h in (1, 2, 4, 8) for w in (1, 2, 4, 8) for t in (1, 2, 4, 8)]

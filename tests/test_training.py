@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import fit_fixed_batch
 
-from framemem.data import HistorySampler, heldout_videos
+from framemem.data.histories import HistorySampler, heldout_videos
 from framemem.errors import FrameMemError
 from framemem.files import read_jsonl
-from framemem.model import FrameMem
-from framemem.retrieval import memory_diagnostics, retrieval_loss, select_omega
-from framemem.train import latest_checkpoint, pretrain, step_generators
+from framemem.models.framemem import FrameMem
+from framemem.training.stage1_retrieval import memory_diagnostics, retrieval_loss, select_omega
+from framemem.training.trainer import latest_checkpoint, pretrain, step_generators
 
 
 def test_omega_is_random_across_steps():

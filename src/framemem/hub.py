@@ -77,3 +77,17 @@ def checkpoint_folder(path_or_id: str | Path) -> Path:
     except OSError as err:  # offline, unknown, gated: huggingface_hub's errors are all OSErrors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FrameMemError(f"{text}: no such folder, and the hub could not provide it (offline?): {first}") from None
+
+
+SHIPPED_MODELS = {
+    "tiny": "stage 1: the embedded default's retrieval model (memory encoder + DiT), 64x64 at 4 fps",
+    "tiny-ar": "stage 2: the embedded default fine-tuned to generate video section by section from a storyboard",
+}
+
+
+def pretrained(name: str = "tiny") -> str:
+    """The folder of a model shipped inside the package: "tiny" (stage 1, retrieval) or
+    "tiny-ar" (stage 2, generation). Pipelines also take these names directly."""
+    if name not in SHIPPED_MODELS:
+        raise FrameMemError(f"no shipped model '{name}' (shipped: {', '.join(SHIPPED_MODELS)})")
+    return str(Path(__file__).parent / "assets" / name)

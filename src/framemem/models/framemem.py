@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .backbone import MemoryDiT, build_transformer
+from .memory_dit import MemoryDiT, build_transformer
 from .codecs import LatentCodec, build_codec, check_divisible
-from .config import FrameMemConfig
-from .errors import FrameMemError
-from .files import default_permissions
+from ..config import FrameMemConfig
+from ..errors import FrameMemError
+from ..files import default_permissions
 from .framepack import FramePackEncoder
-from .memory import VARIANTS as ENCODER_VARIANTS
-from .memory import MemoryEncoder, MemoryTokens
-from .text import HashedTextEncoder
+from .memory_encoder import VARIANTS as ENCODER_VARIANTS
+from .memory_encoder import MemoryEncoder, MemoryTokens
+from .text_encoders import HashedTextEncoder
 
 VARIANTS = ENCODER_VARIANTS + ("framepack",)
 
@@ -132,7 +132,7 @@ class FrameMem(nn.Module):
         """Load a checkpoint folder or hub repo id; a missing or mismatched one raises FrameMemError."""
         from diffusers import WanTransformer3DModel
 
-        from .hub import checkpoint_folder
+        from ..hub import checkpoint_folder
 
         if not Path(path).exists() and (_previous(Path(path)) / "framemem.json").is_file():
             path = _previous(Path(path))  # a save was killed between its two renames

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .config import format_rate
-from .errors import FrameMemError
-from .files import save_image, write_json
-from .metrics import psnr, ssim
-from .model import FrameMem
-from .retrieval import bicubic_reference, retrieve_frames
-from .video import load_frames, to_model, to_uint8, write_video
+from ..config import format_rate
+from ..errors import FrameMemError
+from ..files import save_image, write_json
+from ..metrics import psnr, ssim
+from ..models.framemem import FrameMem
+from ..training.stage1_retrieval import bicubic_reference, retrieve_frames
+from ..data.video import load_frames, to_model, to_uint8, write_video
 
 DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
 DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
@@ -22,7 +22,7 @@ DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
 
 def load_model(checkpoint: str | Path) -> FrameMem:
     """A checkpoint folder's (or hub repo's) model, on the GPU when there is one."""
-    from .hub import checkpoint_folder
+    from ..hub import checkpoint_folder
 
     path = checkpoint_folder(checkpoint)
     if not path.exists():
@@ -131,7 +131,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     """Retrieval on a video the model never saw; then, with a stage-2 checkpoint and no
     `video_path`, a continuation of the procedural video from its storyboard
     (generated.mp4/.png/.json)."""
-    from .procedural import procedural_video
+    from ..data.procedural import procedural_video
 
     model = load_model(checkpoint)
     mc = model.config.model
@@ -159,7 +159,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
         print("\ngeneration skipped: it continues the procedural video from its own storyboard, and "
               f"{video_path} has none (use `framemem generate --init-video` with a storyboard of yours)")
     elif ar_checkpoint is not None:
-        from .storyboard import Storyboard
+        from ..data.storyboard import Storyboard
 
         init_seconds = DEMO_INIT_SECONDS
         board = Storyboard(tuple(s.start / mc.fps for s in shots), tuple(s.caption for s in shots))
@@ -208,7 +208,7 @@ def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
     if model.config.stage != 2:
         raise FrameMemError(f"{checkpoint}: a stage-1 checkpoint (retrieval only); run `framemem finetune` on it first")
     if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
-        from .text import build_text_encoder
+        from ..models.text_encoders import build_text_encoder
 
         model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim,
                                                 model.config.model.transformer_path).to(next(model.parameters()).device)
@@ -218,9 +218,9 @@ def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
 def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
                      steps: int | None = None) -> list[dict]:
     """`framemem generate`: write `out` (e.g. story.mp4), story.png (contact sheet) and story.json (sections)."""
-    from .autoregressive import generate
-    from .storyboard import Storyboard
-    from .video import video_fps, video_size
+    from ..training.stage2_autoregressive import generate
+    from ..data.storyboard import Storyboard
+    from ..data.video import video_fps, video_size
 
     if Path(out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise FrameMemError(f"--out {out}: name an .mp4 (or .mov, .mkv) file")

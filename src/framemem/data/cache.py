@@ -32,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .config import FrameMemConfig
-from .errors import FrameMemError
-from .files import atomic_path, read_jsonl, write_json, write_text
+from ..config import FrameMemConfig
+from ..errors import FrameMemError
+from ..files import atomic_path, read_jsonl, write_json, write_text
 
 log = logging.getLogger("framemem")
 MANIFEST = "manifest.json"
@@ -106,8 +106,8 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from .codecs import build_codec
-    from .memory import MemoryEncoder
+    from ..models.codecs import build_codec
+    from ..models.memory_encoder import MemoryEncoder
     from .video import caption_of, center_crop, list_videos, read_video, video_size
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -137,7 +137,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
                              rate=tuple(mc.rate), variant="only_lr")  # no weights: φ's geometry only
     text_encoder = None  # a frozen encoder's caption embeddings are cached; a trained one's cannot be
     if key["text_encoder"]:
-        from .text import build_text_encoder
+        from ..models.text_encoders import build_text_encoder
 
         text_encoder = build_text_encoder(config.ar, 0, mc.transformer_path).to(accelerator.device)
         if accelerator.is_main_process:

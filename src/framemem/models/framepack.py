@@ -27,7 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from .codecs import LatentCodec
-from .memory import MemoryTokens, init_patchifier, memory_grid, memory_positions
+from .memory_encoder import MemoryTokens, init_patchifier, memory_grid, memory_positions
 
 LEVELS = (4, 2, 1)  # kernel multiples of the patch, oldest level first
 

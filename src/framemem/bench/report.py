@@ -10,10 +10,10 @@ import numpy as np
 
 from PIL import Image, ImageDraw
 
-from .bench import QUICK, TITLES, Budget
-from .files import save_image, write_text
-from .inference import time_label
-from .plots import plt
+from .retrieval_table import QUICK, TITLES, Budget
+from ..files import save_image, write_text
+from ..cli.commands import time_label
+from ..plots import plt
 
 # The paper's orderings (Table 1): (better, worse) pairs of (variant, rate).
 ORDERINGS = [

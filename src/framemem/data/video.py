@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import FrameMemError
-from .files import atomic_path
+from ..errors import FrameMemError
+from ..files import atomic_path
 
 log = logging.getLogger("framemem")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}

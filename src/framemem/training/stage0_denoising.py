@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import FrameMemConfig
-from .errors import FrameMemError
-from .flow import add_noise, sample_timesteps, velocity_target
+from ..config import FrameMemConfig
+from ..errors import FrameMemError
+from ..flow import add_noise, sample_timesteps, velocity_target
 
 BASE_STEPS = 2000  # what docs/training.md measured
 BASE_CLIP_SECONDS = 2.0
@@ -44,7 +44,7 @@ def base_pretrain(config: FrameMemConfig, run_dir: str | Path, data=None, resume
     """Stage 0: train the preset's DiT on plain denoising of `clip_seconds` clips from the
     procedural generator mixed with the videos of `data`; exports `run_dir/model` (its
     `transformer/` is what `--model-path` loads) and returns the trainer."""
-    from .train import Trainer, build_run_model, history_sampler
+    from .trainer import Trainer, build_run_model, history_sampler
 
     if config.model.transformer_path:
         raise FrameMemError(f"preset '{config.preset}' loads its DiT from {config.model.transformer_path}: "

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import FrameMemError
-from .flow import add_noise, sample, sample_timesteps, velocity_target
-from .memory import MemoryTokens
-from .video import to_model
+from ..errors import FrameMemError
+from ..flow import add_noise, sample, sample_timesteps, velocity_target
+from ..models.memory_encoder import MemoryTokens
+from ..data.video import to_model
 
 # A causal VAE (Wan) decodes a generated section after this many latent frames of the video
 # before it, as its past; a bounded past keeps decoding cost per section, not per video.
@@ -245,8 +245,8 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
         and prompt; loss_t1 / loss_t1_no_memory: the flow loss there with and without the
         memory; memory_gap = no_memory − with (> 0: the memory helps predict the section).
     """
-    from .flow import estimate_x0
-    from .metrics import psnr
+    from ..flow import estimate_x0
+    from ..metrics import psnr
 
     generator = torch.Generator().manual_seed(seed)
     section = section_latent_frames(model)
@@ -276,7 +276,7 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
 def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]:
     """`count` never-trained procedural clips of a full history window + one section, and
     the captions of their sections."""
-    from .data import HELDOUT_SEED_BASE, HistorySampler
+    from ..data.histories import HELDOUT_SEED_BASE, HistorySampler
 
     mc, codec = model.config.model, model.codec
     history, section = window_blocks(model) * model.encoder.block_frames, section_latent_frames(model)
@@ -303,11 +303,11 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     Returns the trainer after exporting `run_dir/model`."""
     from pathlib import Path
 
-    from .data import HistorySampler
-    from .model import FrameMem, build_memory_encoder
-    from .text import build_text_encoder
-    from .train import Trainer, latest_checkpoint
-    from .video import VideoDataset
+    from ..data.histories import HistorySampler
+    from ..models.framemem import FrameMem, build_memory_encoder
+    from ..models.text_encoders import build_text_encoder
+    from .trainer import Trainer, latest_checkpoint
+    from ..data.video import VideoDataset
 
     run_dir = Path(run_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
@@ -341,7 +341,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     render = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames + section_latent_frames(model))
     sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool, render_frames=render)
     if cache is not None:
-        from .cache import CachedHistories
+        from ..data.cache import CachedHistories
 
         sampler = CachedHistories(cache, config, model.encoder.block_frames)
     clips, prompts = heldout_clips(model)

@@ -27,7 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from .codecs import LatentCodec, ceil_div
-from .errors import FrameMemError
+from ..errors import FrameMemError
 
 VARIANTS = ("proposed", "only_lr", "without_lr", "large_patchifier")
 

@@ -27,10 +27,10 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .config import FrameMemConfig
-from .errors import FrameMemError
-from .files import default_permissions, read_jsonl, write_text
-from .model import FrameMem
+from ..config import FrameMemConfig
+from ..errors import FrameMemError
+from ..files import default_permissions, read_jsonl, write_text
+from ..models.framemem import FrameMem
 
 log = logging.getLogger("framemem")
 STATE_FILE = "trainer_state.json"
@@ -209,7 +209,7 @@ class Trainer:
         self.train(max_minutes=max_minutes)
         self.export(dtype=export_dtype)
         if self.accelerator.is_main_process and (self.run_dir / "log.jsonl").exists():  # a run shorter than log_every has none
-            from .plots import plot_curves
+            from ..plots import plot_curves
 
             plot_curves(self.run_dir / "log.jsonl", self.run_dir / "curves.png")
         return self
@@ -312,8 +312,8 @@ def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, v
 
 def history_sampler(config: FrameMemConfig, data=None):
     """Training videos: the procedural generator, mixed with the videos of `data` when given."""
-    from .data import HistorySampler
-    from .video import VideoDataset
+    from ..data.histories import HistorySampler
+    from ..data.video import VideoDataset
 
     mc, tc = config.model, config.train
     dataset = None if data is None else VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
@@ -335,9 +335,9 @@ def pretrain(
 
     Histories come from `cache` (a `framemem cache` folder: latents, no decoding) when
     given; otherwise from the procedural generator mixed with the videos of `data`."""
-    from .cache import CachedHistories
-    from .data import heldout_videos
-    from .retrieval import memory_diagnostics, retrieval_loss
+    from ..data.cache import CachedHistories
+    from ..data.histories import heldout_videos
+    from .stage1_retrieval import memory_diagnostics, retrieval_loss
 
     mc, tc = config.model, config.train
     model = build_run_model(config, run_dir, resume, variant)

@@ -21,10 +21,10 @@ import torch.nn as nn
 from diffusers import WanTransformer3DModel
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-from .errors import FrameMemError
+from ..errors import FrameMemError
 
 if TYPE_CHECKING:
-    from .memory import MemoryTokens
+    from .memory_encoder import MemoryTokens
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan embeds t in [0, 1000]
 # What a preset fixes of the DiT's architecture; loaded weights must agree.
@@ -172,7 +172,7 @@ class MemoryDiT(nn.Module):
 def build_transformer(model_config) -> WanTransformer3DModel:
     """Random-init from the preset's kwargs, or real weights from `transformer_path`."""
     if model_config.transformer_path:
-        from .hub import load_pretrained
+        from ..hub import load_pretrained
 
         transformer = load_pretrained(WanTransformer3DModel, model_config.transformer_path, "transformer")
         def as_list(value):  # configs hold patch sizes as lists or tuples

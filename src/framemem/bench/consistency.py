@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import FrameMemConfig, get_preset, parse_rate
-from .files import write_json
-from .metrics import mean_std, psnr, ssim
+from ..config import FrameMemConfig, get_preset, parse_rate
+from ..files import write_json
+from ..metrics import mean_std, psnr, ssim
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
 VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
@@ -56,7 +56,7 @@ def find_cases(config: FrameMemConfig, count: int, min_gap: float, in_window: bo
     """Procedural videos with a scene that returns ≥ `min_gap` s after its last appearance
     (`in_window`: with that appearance inside the memory window when the return starts):
     {seed, video (T, H, W, 3), shots, first, back, other}."""
-    from .procedural import procedural_video
+    from ..data.procedural import procedural_video
 
     mc = config.model
     cases, seed = [], CASE_SEED_BASE
@@ -108,9 +108,9 @@ def match_scores(frames: np.ndarray, reference: np.ndarray) -> dict:
 
 def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path) -> Path:
     """Stage 1 (where the variant has one) and stage 2; resumable; returns the stage-2 model."""
-    from .autoregressive import finetune
-    from .bench import release_run, run_config, train_run
-    from .train import latest_checkpoint
+    from ..training.stage2_autoregressive import finetune
+    from .retrieval_table import release_run, run_config, train_run
+    from ..training.trainer import latest_checkpoint
 
     stage1_variant = "only_lr" if variant == "only_lr" else "proposed"
     stage1 = runs / f"stage1-{stage1_variant}-seed{seed}"
@@ -140,9 +140,9 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
 @torch.no_grad()
 def evaluate_case(model, case: dict, budget: ConsistencyBudget, seed: int) -> tuple[dict, np.ndarray]:
     """Generate the return of one case; scores and the generated frames inside the return shot."""
-    from .autoregressive import generate
-    from .storyboard import Storyboard
-    from .video import to_model, to_uint8
+    from ..training.stage2_autoregressive import generate
+    from ..data.storyboard import Storyboard
+    from ..data.video import to_model, to_uint8
 
     mc = model.config.model
     block = model.codec.pixel_frames(model.encoder.block_frames)
@@ -157,7 +157,7 @@ def evaluate_case(model, case: dict, budget: ConsistencyBudget, seed: int) -> tu
 
 def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
     """Train every variant × seed, evaluate every case; write OUT.md/.json/-grid.png."""
-    from .inference import load_model, stage2_ready
+    from ..cli.commands import load_model, stage2_ready
 
     config = get_preset("tiny")
     if budget.quick:
@@ -197,7 +197,7 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                                                   for c in cases], "references": refs, "records": records}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), result)
-    from .bench_report import consistency_grid, write_consistency_markdown
+    from .report import consistency_grid, write_consistency_markdown
 
     consistency_grid(cases[0], pictures, out.with_name(out.name + "-grid.png"))
     write_consistency_markdown(result, out.with_suffix(".md"))

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FrameMemError
+from ..errors import FrameMemError
 
 TOP_KEYS = {"prompts"}
 ENTRY_KEYS = {"at", "prompt"}

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import FrameMemError
+from ..errors import FrameMemError
 
 
 class LatentCodec(nn.Module):
@@ -129,7 +129,7 @@ class WanVAECodec(LatentCodec):
     def from_pretrained(cls, path_or_id: str, torch_dtype: torch.dtype = torch.float32) -> "WanVAECodec":
         from diffusers import AutoencoderKLWan
 
-        from .hub import load_pretrained
+        from ..hub import load_pretrained
 
         vae = load_pretrained(AutoencoderKLWan, path_or_id, "vae", torch_dtype=torch_dtype)
         return cls(vae)

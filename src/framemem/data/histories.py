@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import FrameMemError
+from ..errors import FrameMemError
 from .procedural import procedural_video
 from .video import VideoDataset, load_frames, mirror_caption, to_model
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from .errors import FrameMemError
+from ..errors import FrameMemError
 
 TEXT_ENCODERS = ("hashed", "umt5")
 
@@ -60,7 +60,7 @@ class UMT5TextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        from .hub import load_pretrained
+        from ..hub import load_pretrained
 
         self.tokenizer = load_pretrained(AutoTokenizer, path_or_id, "tokenizer", weights_name=None)
         self.model = load_pretrained(UMT5EncoderModel, path_or_id, "text_encoder", weights_name="model.safetensors",

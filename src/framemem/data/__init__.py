@@ -1,0 +1,1 @@
+"""Data: video files, procedural videos, training histories, latent caches and storyboards."""
