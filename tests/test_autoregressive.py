@@ -5,7 +5,9 @@ import pytest
 import torch
 from conftest import fit_fixed_batch
 
-from framemem.training.stage2_autoregressive import MemoryState, ar_loss, draw_batch, section_latent_frames
+from framemem.models.framemem import section_latent_frames
+from framemem.pipelines.memory_state import MemoryState
+from framemem.training.stage2_autoregressive import ar_loss, draw_batch
 from framemem.cli.main import main
 from framemem.data.histories import HistorySampler
 from framemem.errors import FrameMemError
@@ -152,7 +154,6 @@ def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):
         (["--storyboard", str(good), "--seconds", "0"], "argument --seconds: must be > 0, not 0"),
         (["--storyboard", str(good), "--seconds", "inf"], "argument --seconds: must be > 0, not inf"),
         (["--storyboard", str(good), "--seconds", "2", "--out", str(tmp_path / "story")], "name an .mp4"),
-        (["--storyboard", str(good), "--seconds", "2", "--init-video", str(other_size)], "needs 32x32 at 4 fps"),
         (["--storyboard", str(good), "--seconds", "2"], "a stage-1 checkpoint (retrieval only)"),
         (["--storyboard", str(good), "--seconds", "2", "--out", str(tmp_path / "story.mp4")],
          "would overwrite --storyboard"),

@@ -128,9 +128,10 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
     from conftest import small_config
 
     from framemem.cli.commands import run_retrieval
+    from framemem.flow import make_scheduler
     from framemem.models.framemem import FrameMem
-    from framemem.training.stage1_retrieval import memory_diagnostics, retrieve_frames
-    from framemem.data.video import to_model
+    from framemem.pipelines import FrameMemRetrievalPipeline
+    from framemem.training.stage1_retrieval import memory_diagnostics
 
     tiny_vae().save_pretrained(tmp_path / "vae")
     config = small_config()
@@ -138,10 +139,11 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
     m.codec, m.vae_path, m.codec_factor, m.codec_temporal_factor, m.codec_channels = "wan_vae", str(tmp_path / "vae"), 4, 2, 4
     m.transformer.update(in_channels=4, out_channels=4)
     model = FrameMem.build(config).eval()
+    pipe = FrameMemRetrievalPipeline(model.dit.transformer, model.encoder, model.codec, make_scheduler(), config)
     frames = torch.randint(0, 256, (17, 32, 32, 3), dtype=torch.uint8)  # 4 s at 4 fps + frame 0
-    retrieved, _ = retrieve_frames(model, to_model(frames[None]), [0, 6, 13], steps=2)
-    assert retrieved.shape == (1, 3, 3, 32, 32)  # one frame per asked frame, not a decoded clip
-    metrics = run_retrieval(model, frames, [0.0, 1.5, 3.25], tmp_path / "out", steps=2)
+    retrieved = pipe(frames, [0.0, 1.5, 3.25], num_inference_steps=2, output_type="pt").frames
+    assert retrieved.shape == (3, 3, 32, 32)  # one frame per asked frame, not a decoded clip
+    metrics = run_retrieval(pipe, frames, [0.0, 1.5, 3.25], tmp_path / "out", steps=2)
     assert [r["frame_index"] for r in metrics["per_frame"]] == [0, 6, 13]
     assert all(0 < r["psnr"] < 60 for r in metrics["per_frame"])
     result = memory_diagnostics(model, [torch.rand(1, 3, 17, 32, 32) * 2 - 1] * 2)
@@ -151,14 +153,15 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
 def test_a_generated_section_gets_the_lr_memory_that_encoding_the_whole_video_gives():
     from types import SimpleNamespace
 
-    from framemem.training.stage2_autoregressive import section_low_res
+    from framemem.pipelines.memory_state import section_low_res
 
     codec = CausalMeanCodec()
     model = SimpleNamespace(codec=codec, encoder=MemoryEncoder(latent_channels=3, dit_width=8, patch_size=(1, 1, 1),
                                                                 rate=(1, 1, 2), variant="only_lr"))
     video = torch.arange(29.0).view(1, 1, 29, 1, 1).expand(1, 3, 29, 2, 2)  # 8 latents; pixel i holds i
     pieces = [video[:, :, :13], video[:, :, 13:]]  # latents 0-3 (the video's start), then a section of 4
-    low_res = section_low_res(model, pieces, 4)
+    state = SimpleNamespace(pixels=pieces[0])  # what the memory kept of the video so far
+    low_res = section_low_res(model, state, pieces[1], 4)
     # its two memory frames hold latents 4, 5 (pixels 13..20) and 6, 7 (pixels 21..28)
     assert torch.allclose(low_res[0, 0, :, 0, 0], torch.tensor([16.5, 24.5]))
     alone = model.encoder.low_res_latents(pieces[1], codec, (4, 2, 2))  # the section as if it began a video

@@ -9,7 +9,7 @@ from framemem.cli.main import main
 from framemem.data.histories import HistorySampler
 from framemem.training.stage0_denoising import base_pretrain, denoising_loss
 from framemem.errors import FrameMemError
-from framemem.cli.commands import load_model
+from framemem.cli.commands import load_retrieval
 from framemem.models.framemem import FrameMem
 from framemem.training.trainer import pretrain, step_generators
 
@@ -33,7 +33,7 @@ def test_stage1_starts_from_the_base_dit(config, tmp_path, capsys):
         assert torch.equal(weight, fresh.dit.transformer.state_dict()[name]), name
     assert not torch.equal(started.dit.transformer.patch_embedding.weight, base.dit.transformer.patch_embedding.weight)
     with pytest.raises(FrameMemError, match="a base DiT .* has no trained memory"):
-        load_model(tmp_path / "base" / "model")
+        load_retrieval(tmp_path / "base" / "model")
     with pytest.raises(FrameMemError, match="a base DiT is for presets trained from scratch"):
         base_pretrain(config, tmp_path / "again")
     assert main(["base", "--cache", "c", "--out", str(tmp_path / "x")]) == 2

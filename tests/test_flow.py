@@ -1,6 +1,6 @@
 import torch
 
-from framemem.flow import add_noise, estimate_x0, sample, sample_timesteps, shift_timesteps, velocity_target
+from framemem.flow import add_noise, estimate_x0, make_scheduler, sample, sample_timesteps, shift_timesteps, velocity_target
 
 
 def test_logit_normal_location_and_shift():
@@ -31,6 +31,6 @@ def test_samplers_follow_a_straight_flow_exactly():
 
     for sampler in ("euler", "heun"):
         calls["n"] = 0
-        out = sample(velocity, noise, steps=6, sampler=sampler)
+        out = sample(velocity, noise, make_scheduler(sampler), steps=6)
         assert torch.allclose(out, x0, atol=1e-4), sampler
         assert calls["n"] >= 6

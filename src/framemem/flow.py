@@ -11,7 +11,6 @@ from typing import Callable
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling
-from tqdm.auto import tqdm
 
 from .errors import FrameMemError
 
@@ -49,32 +48,47 @@ def estimate_x0(x_t: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> t
     return x_t - t[:, None, :, None, None].to(x_t.dtype) * velocity
 
 
+def make_scheduler(sampler: str = "euler", shift: float = 1.0):
+    """A diffusers flow-matching scheduler by name: "euler" or "heun" (the higher-order one)."""
+    if sampler not in SAMPLERS:
+        raise FrameMemError(f"unknown sampler '{sampler}' ({', '.join(SAMPLERS)})")
+    cls = FlowMatchEulerDiscreteScheduler if sampler == "euler" else FlowMatchHeunDiscreteScheduler
+    return cls(num_train_timesteps=1000, shift=shift)
+
+
 @torch.no_grad()
 def sample(
     velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     noise: torch.Tensor,
+    scheduler,
     steps: int = 20,
-    sampler: str = "euler",
-    shift: float = 1.0,
-    progress: bool = False,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress_bar: Callable | None = None,
 ) -> torch.Tensor:
-    """Integrate from t = 1 (noise) to t = 0.
+    """Integrate from t = 1 (noise) to t = 0 with a diffusers flow-matching scheduler.
 
     Args:
         velocity_fn: (x_t (B, C, K, h, w), t (B, K)) -> velocity, same shape as x_t.
         noise: (B, C, K, h, w) starting noise.
+        scheduler: e.g. `FlowMatchEulerDiscreteScheduler` (its shift is its own config's).
+        on_step: (step index, timestep, x) -> x, after every scheduler step (callbacks).
+        progress_bar: wraps the timesteps (e.g. a pipeline's `progress_bar`).
     Returns:
         x0 estimate, (B, C, K, h, w).
     """
-    if sampler not in SAMPLERS:
-        raise FrameMemError(f"unknown sampler '{sampler}' ({', '.join(SAMPLERS)})")
-    cls = FlowMatchEulerDiscreteScheduler if sampler == "euler" else FlowMatchHeunDiscreteScheduler
-    scheduler = cls(num_train_timesteps=1000, shift=shift)
+    if not hasattr(scheduler, "set_timesteps") or not hasattr(scheduler, "step"):
+        raise FrameMemError(f"{type(scheduler).__name__} is not a diffusers scheduler")
     scheduler.set_timesteps(steps, device=noise.device)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    scale = float(scheduler.config.num_train_timesteps)
     x = noise
     b, _, k = noise.shape[:3]
-    for timestep in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
-        t = (timestep / 1000.0).float().expand(b, k)
+    timesteps = scheduler.timesteps
+    for i, timestep in enumerate(progress_bar(timesteps) if progress_bar else timesteps):
+        t = (timestep / scale).float().expand(b, k)
         v = velocity_fn(x, t)
-        x = scheduler.step(v, timestep, x).prev_sample
+        x = scheduler.step(v, timestep, x, return_dict=False)[0]
+        if on_step is not None:
+            x = on_step(i, timestep, x)
     return x

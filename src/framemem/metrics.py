@@ -2,10 +2,12 @@
 (scikit-image, Gaussian-weighted as in Wang et al., 2004) and LPIPS from local weight files."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
 from .errors import FrameMemError
@@ -118,3 +120,13 @@ def _load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt or foreign file: one line, not a traceback
         raise FrameMemError(f"cannot read LPIPS weights {path}: {str(error).splitlines()[0]}") from None
+
+
+def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> torch.Tensor:
+    """What a low-resolution copy holds: (N, 3, H, W) down by the spatial rate (antialiased
+    bicubic), then back up (bicubic)."""
+    h, w = frames.shape[-2:]
+    small = F.interpolate(
+        frames, size=(math.ceil(h / factor_h), math.ceil(w / factor_w)), mode="bicubic", antialias=True
+    )
+    return F.interpolate(small, size=(h, w), mode="bicubic").clamp(-1, 1)

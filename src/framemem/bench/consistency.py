@@ -138,26 +138,26 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
 
 
 @torch.no_grad()
-def evaluate_case(model, case: dict, budget: ConsistencyBudget, seed: int) -> tuple[dict, np.ndarray]:
+def evaluate_case(pipe, case: dict, budget: ConsistencyBudget, seed: int) -> tuple[dict, np.ndarray]:
     """Generate the return of one case; scores and the generated frames inside the return shot."""
-    from ..training.stage2_autoregressive import generate
+    from ..cli.commands import as_uint8
     from ..data.storyboard import Storyboard
-    from ..data.video import to_model, to_uint8
 
-    mc = model.config.model
-    block = model.codec.pixel_frames(model.encoder.block_frames)
+    mc = pipe.framemem_config.model
+    block = pipe.codec.pixel_frames(pipe.memory_encoder.block_frames)
     back, video = case["back"], case["video"]
     start = back.start // block * block
     board = Storyboard(tuple(s.start / mc.fps for s in case["shots"]), tuple(s.caption for s in case["shots"]))
-    init = to_model(torch.from_numpy(video[:start])[None])
-    out, _ = generate(model, board, budget.generate_seconds, init, seed=seed, steps=budget.sample_steps, progress=False)
-    generated = to_uint8(out[0, :, back.start : min(back.end, out.shape[2])]).numpy()
+    out = pipe(board, seconds=budget.generate_seconds, video=torch.from_numpy(video[:start]),
+               num_inference_steps=budget.sample_steps, generator=torch.Generator().manual_seed(seed), output_type="pt")
+    whole = torch.cat([torch.from_numpy(video[:start]), as_uint8(out.frames[0])])  # the history, then the new frames
+    generated = whole[back.start : min(back.end, len(whole))].numpy()
     return match_scores(generated, video[case["first"].start : case["first"].end]), generated
 
 
 def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
     """Train every variant × seed, evaluate every case; write OUT.md/.json/-grid.png."""
-    from ..cli.commands import load_model, stage2_ready
+    from ..cli.commands import load_generation
 
     config = get_preset("tiny")
     if budget.quick:
@@ -175,10 +175,11 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
         for seed in budget.seeds:
             tqdm.write(f"run {bar.n + 1}/{bar.total}: {variant}, seed {seed}")
             trained = variant not in budget.checkpoints
-            model = load_model(train_variant(variant, seed, budget, runs)) if trained else stage2_ready(load_model(variant), variant)
+            pipe = load_generation(train_variant(variant, seed, budget, runs) if trained else variant)
+            pipe.set_progress_bar_config(disable=True)
             scores = []
             for i, case in enumerate(cases):
-                score, frames = evaluate_case(model, case, budget, seed)
+                score, frames = evaluate_case(pipe, case, budget, seed)
                 scores.append(score)
                 if seed == budget.seeds[0] and i == 0:
                     pictures[variant] = frames

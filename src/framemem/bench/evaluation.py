@@ -38,7 +38,7 @@ def unseen_videos(model_config, procedural: int = 4, real: bool = True) -> dict[
     return videos
 
 
-def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, steps: int | None = None,
+def evaluate_retrieval(pipe, videos: dict, times_per_video: int, out: Path, steps: int | None = None,
                        lpips=None) -> dict:
     """Retrieve `times_per_video` random frames of each video (the same times for every
     model: seeded by the video's index) and write each video's PNGs under `out/<name>/`.
@@ -46,11 +46,12 @@ def evaluate_retrieval(model, videos: dict, times_per_video: int, out: Path, ste
     Returns {"summary": {kind: mean of KEYS, frames}, "videos": {name: metrics}}; the LPIPS
     keys only with `lpips` (a `metrics.LPIPS`).
     """
-    mc = model.config.model
+    mc = pipe.framemem_config.model
+    pipe.set_progress_bar_config(disable=True)
     per_video = {}
     for index, (name, (kind, frames)) in enumerate(videos.items()):
         times = random_times(len(frames), mc.fps, times_per_video, np.random.default_rng(index))
-        metrics = run_retrieval(model, frames, times, Path(out) / name, steps, source=name, lpips=lpips)
+        metrics = run_retrieval(pipe, frames, times, Path(out) / name, steps, source=name, lpips=lpips)
         per_video[name] = {"kind": kind, **metrics}
     summary = {}
     for kind in ("procedural", "real"):

@@ -133,7 +133,7 @@ def reference_scores(frames: list[dict], name: str) -> dict:
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
     from .evaluation import evaluate_retrieval, unseen_videos
-    from ..cli.commands import load_model
+    from ..cli.commands import load_retrieval
     from ..metrics import LPIPS
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None
@@ -145,13 +145,13 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             name = f"{variant}-{rate}-seed{seed}"
             tqdm.write(f"run {bar.n + 1}/{bar.total}: {name} ({budget.steps} steps, {runs / name})")
             config = run_config(rate, seed, budget.steps, budget.seconds)
-            model = load_model(train_run(config, variant, runs / name, budget.real))
+            pipe = load_retrieval(train_run(config, variant, runs / name, budget.real))
             train_seconds = run_state(runs / name)["elapsed_seconds"]
-            videos = unseen_videos(model.config.model, budget.eval_videos, budget.real)
-            result = evaluate_retrieval(model, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
+            videos = unseen_videos(pipe.framemem_config.model, budget.eval_videos, budget.real)
+            result = evaluate_retrieval(pipe, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
                                         lpips)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
-            down = "×".join(map(str, model.config.model.rate[:2]))  # one bicubic reference per spatial rate
+            down = "×".join(map(str, pipe.framemem_config.model.rate[:2]))  # one bicubic reference per spatial rate
             references.setdefault(f"bicubic {down}", reference_scores(frames, "bicubic"))
             references.setdefault("mean_frame", reference_scores(frames, "mean_frame"))
             tokens = next(iter(result["videos"].values()))["tokens"]

@@ -1,4 +1,4 @@
-"""`framemem retrieve` and `framemem demo`: frames back from memory, as PNGs and metrics."""
+"""`framemem retrieve`, `generate` and `demo`: the pipelines' outputs as PNGs, MP4s and JSON."""
 from __future__ import annotations
 
 import secrets
@@ -11,27 +11,36 @@ from PIL import Image, ImageDraw
 from ..config import format_rate
 from ..errors import FrameMemError
 from ..files import save_image, write_json
-from ..metrics import psnr, ssim
-from ..models.framemem import FrameMem
-from ..training.stage1_retrieval import bicubic_reference, retrieve_frames
-from ..data.video import load_frames, to_model, to_uint8, write_video
+from ..data.video import load_frames, to_uint8, write_video
+from ..flow import make_scheduler
+from ..pipelines import FrameMemPipeline, FrameMemRetrievalPipeline
+from ..pipelines.inputs import video_frames
 
 DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
 DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
 
 
-def load_model(checkpoint: str | Path) -> FrameMem:
-    """A checkpoint folder's (or hub repo's) model, on the GPU when there is one."""
-    from ..hub import checkpoint_folder
+def _on_device(pipe):
+    """Command-line runs use the GPU when there is one."""
+    return pipe.to("cuda") if torch.cuda.is_available() else pipe
 
-    path = checkpoint_folder(checkpoint)
-    if not path.exists():
-        raise FrameMemError(f"checkpoint {path}: no such folder")
-    model = FrameMem.from_pretrained(path)
-    if model.config.stage == 0:
-        raise FrameMemError(f"{path}: a base DiT (framemem base) has no trained memory; start stage 1 from it with "
-                            f"framemem pretrain --model-path {path}")
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+def load_retrieval(checkpoint) -> FrameMemRetrievalPipeline:
+    """The retrieval pipeline of a checkpoint folder, hub repo or shipped model name."""
+    return _on_device(FrameMemRetrievalPipeline.from_pretrained(checkpoint))
+
+
+def load_generation(checkpoint) -> FrameMemPipeline:
+    """The generation pipeline of a stage-2 checkpoint; a stage-1 one is a one-line error."""
+    try:
+        return _on_device(FrameMemPipeline.from_pretrained(checkpoint))
+    except FrameMemError as err:
+        raise FrameMemError(f"{checkpoint}: {err}") from None
+
+
+def as_uint8(frames) -> torch.Tensor:
+    """A pipeline's "pt" frames (T, 3, H, W) in [0, 1] -> uint8 (T, H, W, 3)."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def time_label(seconds: float) -> str:
@@ -44,84 +53,44 @@ def random_times(frames: int, fps: float, count: int, rng: np.random.Generator) 
     return sorted(round(float(i) / fps, 2) for i in indices)
 
 
-def check_history(model: FrameMem, frames: torch.Tensor, source: str) -> None:
-    """A history must fit the codec × patch grid and hold one temporal stride of φ."""
-    t, h, w, _ = frames.shape
-    model.check_frame_size(h, w)
-    stride = model.encoder.block_frames
-    if model.codec.latent_frames(t) < stride:
-        fps = model.config.model.fps
-        raise FrameMemError(
-            f"{source}: too short ({t} frames at {fps:g} fps); the memory needs at least "
-            f"{model.codec.pixel_frames(stride)} frames (one temporal stride)"
-        )
-
-
-def run_retrieval(model: FrameMem, frames: torch.Tensor, times: list[float], out: str | Path,
+def run_retrieval(pipe: FrameMemRetrievalPipeline, frames, times: list[float], out: str | Path,
                   steps: int | None = None, sampler: str = "euler", seed: int = 0, source: str = "video",
                   lpips=None) -> dict:
-    """Retrieve the frames at `times` (seconds) of a uint8 history (T, H, W, 3) and write
-    gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`: per frame and on
-    average, PSNR/SSIM of the sampled and one-step retrieval and of two references, the
-    bicubic copy (÷ the spatial rate and back up) and the history's mean frame. With `lpips`
-    (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames."""
-    mc = model.config.model
-    check_history(model, frames, source)
-    duration = len(frames) / mc.fps
-    for t in times:
-        if not 0 <= t < duration:
-            raise FrameMemError(f"time {t:g}s is outside the video (0 to {duration:.2f}s at {mc.fps:g} fps)")
-    indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
-    video = to_model(frames)
-    steps = steps or model.config.train.sample_steps
-    retrieved, memory = retrieve_frames(model, video, indices, steps=steps, sampler=sampler, seed=seed)
-    mean_estimate, _ = retrieve_frames(model, video, indices, one_step=True, seed=seed)
-    truth = video[0, :, indices].transpose(0, 1)  # (K, 3, H, W)
-    got = retrieved[0].transpose(0, 1)
-    one_step = mean_estimate[0].transpose(0, 1)
-    rh, rw, _ = mc.rate
-    bicubic = bicubic_reference(truth, rh, rw)
-    mean_frame = video[0].mean(dim=1)  # (3, H, W): what a model that ignores its memory can reach
-
+    """Retrieve the frames at `times` (seconds) of a history (any video the pipeline takes)
+    and write gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`: per frame
+    and on average, PSNR/SSIM of the sampled and one-step retrieval and of two references,
+    the bicubic copy (÷ the spatial rate and back up) and the history's mean frame. With
+    `lpips` (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames."""
+    mc = pipe.framemem_config.model
+    if sampler != "euler":
+        pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config.shift)
+    steps = steps or pipe.framemem_config.train.sample_steps
+    frames = video_frames(frames, mc.height, mc.width, mc.fps, source)
+    result = pipe(frames, times, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                  output_type="pt", lpips=lpips)
+    truth, got, bicubic = (x * 2 - 1 for x in (result.ground_truth, result.frames, result.bicubic))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for k, t in enumerate(times):
+    for k, t in enumerate(result.times):
         label = time_label(t)
         for name, image in (("gt", truth[k]), ("retrieved", got[k]), ("bicubic", bicubic[k])):
             save_image(_to_image(image), out / f"{name}_{label}.png")
-        records.append({
-            "time": t, "frame_index": indices[k],
-            "psnr": psnr(got[k], truth[k]), "ssim": ssim(got[k], truth[k]),
-            "one_step_psnr": psnr(one_step[k], truth[k]), "one_step_ssim": ssim(one_step[k], truth[k]),
-            "bicubic_psnr": psnr(bicubic[k], truth[k]), "bicubic_ssim": ssim(bicubic[k], truth[k]),
-            "mean_frame_psnr": psnr(mean_frame, truth[k]), "mean_frame_ssim": ssim(mean_frame, truth[k]),
-        })
-        if lpips is not None:
-            with torch.no_grad():
-                records[-1]["lpips"] = float(lpips(got[k : k + 1], truth[k : k + 1]))
-                records[-1]["bicubic_lpips"] = float(lpips(bicubic[k : k + 1], truth[k : k + 1]))
-    save_image(_grid(truth, got, bicubic, times), out / "grid.png")
-    counts = model.token_counts(len(frames), frames.shape[1], frames.shape[2])
-    keys = [k for k in records[0] if k not in ("time", "frame_index")]
+    save_image(_grid(truth, got, bicubic, result.times), out / "grid.png")
+    counts = pipe.model.token_counts(len(frames), frames.shape[1], frames.shape[2])
     metrics = {
-        "video": source, "frames": len(frames), "fps": mc.fps, "duration_seconds": duration,
+        "video": source, "frames": len(frames), "fps": mc.fps, "duration_seconds": len(frames) / mc.fps,
         "resolution": [frames.shape[1], frames.shape[2]], "rate": format_rate(mc.rate),
-        "tokens": {"full_context": counts["full_context"], "memory": memory.tokens.shape[1],
+        "tokens": {"full_context": result.full_context_tokens, "memory": result.memory_tokens,
                    "memory_ideal": counts["memory_ideal"]},
-        "sampler": sampler, "steps": steps, "seed": seed,
-        "per_frame": records,
-        "mean": {key: float(np.mean([r[key] for r in records])) for key in keys},
+        "sampler": sampler, "steps": steps, "seed": seed, **result.metrics,
     }
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
 def retrieve_command(checkpoint, video_path, times, out, steps=None, sampler="euler", seed=0) -> dict:
-    model = load_model(checkpoint)
-    mc = model.config.model
-    frames = load_frames(video_path, mc.fps, mc.height, mc.width)
-    metrics = run_retrieval(model, frames, times, out, steps, sampler, seed, source=str(video_path))
+    pipe = load_retrieval(checkpoint)
+    metrics = run_retrieval(pipe, video_path, times, out, steps, sampler, seed, source=str(video_path))
     _print_summary(metrics, out)
     return metrics
 
@@ -133,8 +102,8 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     (generated.mp4/.png/.json)."""
     from ..data.procedural import procedural_video
 
-    model = load_model(checkpoint)
-    mc = model.config.model
+    pipe = load_retrieval(checkpoint)
+    mc = pipe.framemem_config.model
     seed = secrets.randbelow(1_000_000) if seed is None else seed
     out = Path(out)
     array, shots = procedural_video(DEMO_SEED_BASE + seed, mc.history_frames, mc.height, mc.width, mc.fps)
@@ -149,11 +118,11 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     rng = np.random.default_rng(seed)
     times = random_times(len(frames), mc.fps, count, rng)
     print(f"history: {source}")
-    counts = model.token_counts(len(frames), mc.height, mc.width)
+    counts = pipe.model.token_counts(len(frames), mc.height, mc.width)
     print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
     print(f"  full context {counts['full_context']} tokens -> memory {counts['memory']} tokens "
           f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
-    metrics = run_retrieval(model, frames, times, out, steps, seed=seed, source=source)
+    metrics = run_retrieval(pipe, frames, times, out, steps, seed=seed, source=source)
     _print_summary(metrics, out)
     if ar_checkpoint is not None and video_path:
         print("\ngeneration skipped: it continues the procedural video from its own storyboard, and "
@@ -203,24 +172,11 @@ def _grid(truth, got, bicubic, times, scale: int = 4) -> Image.Image:
     return canvas
 
 
-def stage2_ready(model: FrameMem, checkpoint) -> FrameMem:
-    """A loaded stage-2 model with its text encoder; a stage-1 checkpoint is a one-line error."""
-    if model.config.stage != 2:
-        raise FrameMemError(f"{checkpoint}: a stage-1 checkpoint (retrieval only); run `framemem finetune` on it first")
-    if model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
-        from ..models.text_encoders import build_text_encoder
-
-        model.text_encoder = build_text_encoder(model.config.ar, model.dit.text_dim,
-                                                model.config.model.transformer_path).to(next(model.parameters()).device)
-    return model
-
-
 def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
                      steps: int | None = None) -> list[dict]:
-    """`framemem generate`: write `out` (e.g. story.mp4), story.png (contact sheet) and story.json (sections)."""
-    from ..training.stage2_autoregressive import generate
+    """`framemem generate`: write `out` (e.g. story.mp4: the init video, then the new
+    frames), story.png (contact sheet) and story.json (settings and sections)."""
     from ..data.storyboard import Storyboard
-    from ..data.video import video_fps, video_size
 
     if Path(out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise FrameMemError(f"--out {out}: name an .mp4 (or .mov, .mkv) file")
@@ -229,25 +185,27 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
         if written.resolve() in taken:
             raise FrameMemError(f"--out {out} would overwrite {taken[written.resolve()]} {written}: choose another name")
     storyboard = Storyboard.load(storyboard_path)
-    model = load_model(checkpoint)
-    mc = model.config.model
-    init = None
+    pipe = load_generation(checkpoint)
+    mc = pipe.framemem_config.model
+    memory, history = None, torch.zeros((0, mc.height, mc.width, 3), dtype=torch.uint8)
     if init_video:
-        size, fps = video_size(init_video), video_fps(init_video)
-        if size != (mc.height, mc.width) or abs(fps - mc.fps) > 1e-3:
-            raise FrameMemError(f"{init_video}: {size[1]}x{size[0]} at {fps:g} fps; this model needs "
-                                f"{mc.width}x{mc.height} at {mc.fps:g} fps")
-        init = to_model(load_frames(init_video, mc.fps, mc.height, mc.width)[None])
-    model = stage2_ready(model, checkpoint)
-    video, sections = generate(model, storyboard, seconds, init, cfg, seed, steps)
-    frames = to_uint8(video[0])
+        history = video_frames(init_video, mc.height, mc.width, mc.fps, str(init_video))
+        memory = pipe.encode_memory(video=history)
+        history = history[: pipe.codec.pixel_frames(memory.latent_frames)]  # whole memory blocks
+    cfg = pipe.framemem_config.ar.cfg if cfg is None else cfg
+    steps = steps or pipe.framemem_config.ar.sample_steps
+    result = pipe(storyboard, seconds=seconds, memory=memory, guidance_scale=cfg, num_inference_steps=steps,
+                  generator=torch.Generator().manual_seed(seed), output_type="pt")
+    new = as_uint8(result.frames[0])
+    frames = torch.cat([history, new])
+    sections = result.sections
     out = Path(out)
     write_video(out, frames, mc.fps)
-    offset = 0 if init is None else init.shape[2]
-    per = (len(frames) - offset) // len(sections)  # pixel frames per section
-    tiles = [(frames[offset + i * per + per // 2], f"{s['start_seconds']:.1f}s") for i, s in enumerate(sections)]
+    per = len(new) // len(sections)  # pixel frames per section
+    tiles = [(new[i * per + per // 2], f"{s['start_seconds']:.1f}s") for i, s in enumerate(sections)]
     save_image(_contact_sheet(tiles), out.with_suffix(".png"))
     write_json(out.with_suffix(".json"), {"checkpoint": str(checkpoint), "seconds": seconds, "seed": seed,
+                                           "guidance_scale": cfg, "num_inference_steps": steps,
                                            "init_video": str(init_video) if init_video else None,
                                            "storyboard": storyboard.to_dict(), "sections": sections})
     print(f"wrote {out} ({len(frames)} frames, {len(frames) / mc.fps:.1f}s), {out.with_suffix('.png')}, {out.with_suffix('.json')}")

@@ -226,12 +226,12 @@ def cmd_bench_consistency(args) -> None:
 
     from ..bench.consistency import QUICK, ConsistencyBudget, consistency_table
     from ..config import get_preset
-    from .commands import load_model, stage2_ready
+    from .commands import load_generation
 
     budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
     budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())
     for c in budget.checkpoints:  # fail before hours of training, not after
-        mc, tiny = stage2_ready(load_model(c), c).config.model, get_preset("tiny").model
+        mc, tiny = load_generation(c).framemem_config.model, get_preset("tiny").model
         if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):
             raise FrameMemError(f"{c}: {mc.width}x{mc.height} at {mc.fps:g} fps; the consistency cases are "
                                 f"the tiny preset's {tiny.width}x{tiny.height} at {tiny.fps:g} fps")

@@ -10,9 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import FrameMemError
+from .placement import Placement
 
 
-class LatentCodec(nn.Module):
+class LatentCodec(Placement, nn.Module):
     """Interface: `encode`, `decode`, `spatial_factor`, `temporal_factor`, `channels`.
 
     A causal time axis (the Wan VAEs) keeps frame 0 alone, then blocks of

@@ -97,8 +97,9 @@ class FrameMem(nn.Module):
         return latents, memory
 
     # ---- persistence ------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
-        """Write the checkpoint folder atomically (a temporary sibling, then rename)."""
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None, extra=None) -> None:
+        """Write the checkpoint folder atomically (a temporary sibling, then rename);
+        `extra(folder)` writes more files into it before the rename (a pipeline's own)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -117,6 +118,8 @@ class FrameMem(nn.Module):
                 _save_module(transformer, tmp / "transformer", dtype)
             if isinstance(self.text_encoder, HashedTextEncoder):
                 _save_module(self.text_encoder, tmp / "text_encoder", dtype)
+            if extra is not None:
+                extra(tmp)
             default_permissions(tmp)
             old = _previous(path)
             shutil.rmtree(old, ignore_errors=True)
@@ -162,6 +165,20 @@ class FrameMem(nn.Module):
             raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder, text_encoder).eval()
+
+
+def section_latent_frames(model: FrameMem) -> int:
+    """Latent frames one generated section holds: the preset's section length, in whole memory blocks."""
+    mc, ar = model.config.model, model.config.ar
+    latent = round(ar.section_seconds * mc.fps) // model.codec.temporal_factor
+    block = model.encoder.block_frames
+    return max(block, latent // block * block)
+
+
+def window_blocks(model: FrameMem) -> int:
+    """Memory blocks the history window keeps (the preset's `seconds` of history)."""
+    latent = model.codec.latent_frames(model.config.model.history_frames)
+    return max(1, latent // model.encoder.block_frames)
 
 
 def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant: str = "proposed",

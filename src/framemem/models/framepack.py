@@ -28,6 +28,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from .codecs import LatentCodec
 from .memory_encoder import MemoryTokens, init_patchifier, memory_grid, memory_positions
+from .placement import Placement
 
 LEVELS = (4, 2, 1)  # kernel multiples of the patch, oldest level first
 
@@ -46,7 +47,7 @@ def framepack_tokens(token_grid: tuple[int, int, int], recent: int = 1, middle: 
     return sum(math.prod(memory_grid((b - a, h, w), (k, k, k))) for a, b, k in framepack_segments(t, recent, middle))
 
 
-class FramePackEncoder(ModelMixin, ConfigMixin):
+class FramePackEncoder(Placement, ModelMixin, ConfigMixin):
     """FramePack's packed context behind φ's interface.
 
     Args:

@@ -28,6 +28,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from .codecs import LatentCodec, ceil_div
 from ..errors import FrameMemError
+from .placement import Placement
 
 VARIANTS = ("proposed", "only_lr", "without_lr", "large_patchifier")
 
@@ -114,7 +115,7 @@ class FrameAttention(nn.Module):
         return seq.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-class MemoryEncoder(ModelMixin, ConfigMixin):
+class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
     """φ. Own weights are the HR branch only; the LR branch reuses the DiT's patch embedding.
 
     Args:

@@ -19,6 +19,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from ..errors import FrameMemError
+from .placement import Placement
 
 TEXT_ENCODERS = ("hashed", "umt5")
 
@@ -53,7 +54,7 @@ class HashedTextEncoder(ModelMixin, ConfigMixin):
         return x * (ids > 0)[..., None]
 
 
-class UMT5TextEncoder(nn.Module):
+class UMT5TextEncoder(Placement, nn.Module):
     """Wan's umT5-XXL (frozen). `path_or_id`: a Wan diffusers folder or hub id."""
 
     def __init__(self, path_or_id: str, max_tokens: int = 512, torch_dtype: torch.dtype = torch.float32):

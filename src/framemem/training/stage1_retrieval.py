@@ -1,17 +1,15 @@
-"""Stage 1: retrieval pretraining (paper Eq. 3) and frame retrieval from memory alone.
+"""Stage 1: retrieval pretraining (paper Eq. 3) and the held-out signals that tell whether the memory is read.
 
     L = E || (ε − H_Ω) − G((H_Ω)_t, t, φ(H)) ||²,   t ~ L(0.2, 1),  Ω random every step.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from ..flow import add_noise, estimate_x0, sample, sample_timesteps, velocity_target
+from ..flow import add_noise, estimate_x0, sample_timesteps, velocity_target
 from ..models.memory_encoder import MemoryTokens
-from ..metrics import psnr
+from ..metrics import bicubic_reference, psnr
 
 OMEGA_STRATEGIES = ("uniform", "contiguous", "mixed")
 
@@ -106,51 +104,3 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
         result["loss_t1_swapped"] = sum(swapped_losses) / len(swapped_losses)
         result["memory_gap"] = result["loss_t1_swapped"] - result["loss_t1"]
     return result
-
-
-@torch.no_grad()
-def retrieve_frames(
-    model,
-    video: torch.Tensor,
-    pixel_frames: list[int],
-    steps: int = 16,
-    sampler: str = "euler",
-    seed: int = 0,
-    one_step: bool = False,
-    progress: bool = False,
-) -> tuple[torch.Tensor, MemoryTokens]:
-    """Reconstruct frames of a history from its memory alone: the latent frame that holds
-    each pixel frame is sampled, then decoded from itself alone (`decode_frames`).
-
-    Args:
-        video: (1, 3, T, H, W) history in [-1, 1].
-        pixel_frames: indices into T of the frames to retrieve.
-    Returns:
-        retrieved pixels (1, 3, K, H, W) and the memory it used.
-    """
-    latents, memory = model.encode_history(video.to(next(model.parameters()).device))
-    c, _, h, w = latents.shape[1:]
-    omega = torch.tensor([model.codec.latent_index(p) for p in pixel_frames], dtype=torch.float32,
-                         device=latents.device)[None]
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((1, c, len(pixel_frames), h, w), generator=generator).to(latents)
-
-    def velocity(x_t, t):
-        return model.dit(x_t, omega, t, memory)
-
-    if one_step:
-        t = torch.ones(omega.shape, device=latents.device)
-        x0 = estimate_x0(noise, velocity(noise, t), t)
-    else:
-        x0 = sample(velocity, noise, steps=steps, sampler=sampler, progress=progress)
-    return model.codec.decode_frames(x0, pixel_frames).clamp(-1, 1).cpu(), memory
-
-
-def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> torch.Tensor:
-    """What a low-resolution copy holds: (N, 3, H, W) down by the spatial rate (antialiased
-    bicubic), then back up (bicubic)."""
-    h, w = frames.shape[-2:]
-    small = F.interpolate(
-        frames, size=(math.ceil(h / factor_h), math.ceil(w / factor_w)), mode="bicubic", antialias=True
-    )
-    return F.interpolate(small, size=(h, w), mode="bicubic").clamp(-1, 1)

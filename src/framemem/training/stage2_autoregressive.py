@@ -1,47 +1,25 @@
-"""Stage 2 (paper §3.2, Eq. 4, Fig. 4): a video model with a long memory, section by section.
+"""Stage 2 (paper §3.2, Eq. 4, Fig. 4): fine-tuning a video model with a long memory.
 
     L = E || (ε − X0) − G(X_t, t, c, φ(H)) ||²,   t ~ L(0, 1)
 
 H is a history of random length (0 to the preset's seconds, whole memory blocks), X0 the
 section right after it, c the caption active at the section (dropped now and then for
-classifier-free guidance). Generation samples one section at a time conditioned on the
-memory of everything before it, then appends the section to the memory: φ is local in
-time, so only the new section is encoded (`MemoryState`), and blocks older than the
-preset's history window leave the memory.
+classifier-free guidance). Generation with the trained model is `FrameMemPipeline`.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..errors import FrameMemError
-from ..flow import add_noise, sample, sample_timesteps, velocity_target
+from ..flow import add_noise, sample_timesteps, velocity_target
+from ..models.framemem import section_latent_frames, window_blocks
 from ..models.memory_encoder import MemoryTokens
+from ..pipelines.memory_state import DECODE_PAST
 from ..data.video import to_model
-
-# A causal VAE (Wan) decodes a generated section after this many latent frames of the video
-# before it, as its past; a bounded past keeps decoding cost per section, not per video.
-DECODE_PAST = 4
-
-
-def section_latent_frames(model) -> int:
-    """Latent frames one section holds: the preset's section length, in whole memory blocks."""
-    mc, ar = model.config.model, model.config.ar
-    latent = round(ar.section_seconds * mc.fps) // model.codec.temporal_factor
-    block = model.encoder.block_frames
-    return max(block, latent // block * block)
-
-
-def window_blocks(model) -> int:
-    """Memory blocks the history window keeps (the preset's `seconds` of history)."""
-    latent = model.codec.latent_frames(model.config.model.history_frames)
-    return max(1, latent // model.encoder.block_frames)
 
 
 @dataclass
@@ -116,125 +94,6 @@ def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> tor
     frames = (h + torch.arange(section, device=x0.device)).float()[None].expand(b, -1)
     v = model.dit(add_noise(x0, noise, t), frames, t, memory, text)
     return F.mse_loss(v.float(), velocity_target(x0, noise).float())
-
-
-class MemoryState:
-    """The memory of a growing video, kept per block: appending encodes only the new frames.
-
-    `append(latents, low_res)` takes whole memory blocks of latents (B = 1) that follow
-    everything appended so far; blocks beyond `max_blocks` (the history window) are dropped.
-    Positions stay absolute (RoPE only sees differences).
-    """
-
-    def __init__(self, model, max_blocks: int | None = None):
-        if not hasattr(model.encoder, "rate_thw"):
-            raise FrameMemError("generation needs a memory encoder that is local in time (not the FramePack schedule)")
-        self.model, self.max_blocks = model, max_blocks
-        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (tokens (1, n, D), positions (n, 3))
-        self.latent_frames = 0  # latent frames appended so far (dropped ones included)
-
-    def append(self, latents: torch.Tensor, low_res: torch.Tensor | None) -> None:
-        encoder = self.model.encoder
-        if latents.shape[2] % encoder.block_frames:
-            raise FrameMemError(f"append {latents.shape[2]} latent frames: need whole blocks of {encoder.block_frames}")
-        memory = encoder.encode_latents(latents, low_res, self.model.dit.patch_embedding,
-                                        self.model.config.model.encoder_chunk_blocks)
-        tm = memory.grid[0]
-        tokens = memory.tokens.unflatten(1, (tm, -1))
-        positions = memory.positions.unflatten(0, (tm, -1)).clone()
-        positions[..., 0] += self.latent_frames / encoder.patch[0]
-        self.blocks += [(tokens[:, i], positions[i]) for i in range(tm)]
-        if self.max_blocks is not None:
-            self.blocks = self.blocks[-self.max_blocks :]
-        self.latent_frames += latents.shape[2]
-
-    def memory(self) -> MemoryTokens | None:
-        if not self.blocks:
-            return None
-        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
-
-
-@torch.no_grad()
-def sample_section(model, memory: MemoryTokens | None, offset: int, text: torch.Tensor, noise: torch.Tensor,
-                   steps: int, cfg: float, progress: bool = False) -> torch.Tensor:
-    """Sample one section (1, C, S, h, w) at latent frames offset…offset+S−1, given the memory
-    and text (2, L, text_dim): the prompt's and the empty one's (classifier-free guidance)."""
-    section = noise.shape[2]
-    frames = (offset + torch.arange(section, device=noise.device)).float()[None].expand(2, -1)
-    if memory is not None:
-        memory = dataclasses.replace(memory, tokens=memory.tokens.expand(2, -1, -1))
-
-    def velocity(x, t):
-        v = model.dit(x.expand(2, -1, -1, -1, -1), frames, t.expand(2, -1), memory, text)
-        cond, uncond = v.chunk(2)
-        return uncond + cfg * (cond - uncond)
-
-    return sample(velocity, noise, steps=steps, shift=model.config.ar.t_shift, progress=progress)
-
-
-@torch.no_grad()
-def generate(model, storyboard, seconds: float, init_video: torch.Tensor | None = None, cfg: float | None = None,
-             seed: int = 0, steps: int | None = None, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
-    """Generate `seconds` of video after `init_video` (pixels (1, 3, T, H, W) in [-1, 1]).
-
-    Returns:
-        the whole video (1, 3, T', H, W) in [-1, 1] (init video first) and one record per
-        section (start time, prompt, memory tokens it saw).
-    """
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise FrameMemError(f"--seconds must be a positive number (got {seconds:g})")
-    mc, ar, codec = model.config.model, model.config.ar, model.codec
-    cfg = ar.cfg if cfg is None else cfg
-    steps = steps or ar.sample_steps
-    section = section_latent_frames(model)
-    state = MemoryState(model, window_blocks(model))
-    pieces, records = [], []
-    past = None  # the latent frames a causal decoder reads each new section after
-    device = next(model.parameters()).device
-    if init_video is not None:
-        init_video = init_video.to(device)
-        whole = codec.latent_frames(init_video.shape[2]) // model.encoder.block_frames * model.encoder.block_frames
-        if whole == 0:
-            raise FrameMemError("the init video is shorter than one memory block")
-        init_video = init_video[:, :, : codec.pixel_frames(whole)]
-        latents, low_res = model.history_latents(init_video)
-        state.append(latents, low_res)
-        pieces.append(init_video)
-        past = latents[:, :, -DECODE_PAST:]
-    generator = torch.Generator().manual_seed(seed)
-    h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
-    wanted = max(1, int(round(seconds * mc.fps)))  # new pixel frames
-    per_section = section * codec.temporal_factor  # a causal codec's first section has 1 + tf·(S−1)
-    first = codec.pixel_frames(section) if past is None else per_section
-    count = 1 + max(0, -(-(wanted - first) // per_section))
-    for _ in tqdm(range(count), desc="sections", disable=not progress):
-        start = state.latent_frames * codec.temporal_factor / mc.fps
-        prompt = storyboard.prompt_at(start + ar.section_seconds / 2)
-        memory = state.memory()
-        noise = torch.randn((1, codec.channels, section, h, w), generator=generator).to(device)
-        x0 = sample_section(model, memory, state.latent_frames, model.text_encoder([prompt, ""]), noise, steps, cfg,
-                            progress)
-        pixels = codec.decode_after(x0, past).clamp(-1, 1)
-        past = (x0 if past is None else torch.cat([past, x0], dim=2))[:, :, -DECODE_PAST:]
-        pieces.append(pixels)
-        state.append(x0, section_low_res(model, pieces, x0.shape[2]))
-        records.append({"start_seconds": round(start, 3), "prompt": prompt,
-                        "memory_tokens": 0 if memory is None else memory.tokens.shape[1]})
-    kept = (0 if init_video is None else init_video.shape[2]) + wanted  # the last section may overshoot
-    return torch.cat(pieces, dim=2)[:, :, :kept].cpu(), records
-
-
-def section_low_res(model, pieces: list[torch.Tensor], section: int) -> torch.Tensor | None:
-    """The LR-branch input of the last `section` latent frames of the video whose pixels are
-    `pieces` (in order), as encoding the whole video gives it. A causal codec groups frames
-    from the video's start (frame 0 alone, then blocks), so its LR latents are taken from the
-    whole video's; otherwise the section's own pixels are enough."""
-    codec, encoder = model.codec, model.encoder
-    if not codec.causal:
-        return encoder.low_res_latents(pieces[-1], codec, codec.latent_shape(pieces[-1].shape[2], *pieces[-1].shape[3:]))
-    video = torch.cat(pieces, dim=2)
-    low_res = encoder.low_res_latents(video, codec, codec.latent_shape(video.shape[2], *video.shape[3:]))
-    return None if low_res is None else low_res[:, :, -(section // encoder.rate_thw[0] * encoder.patch[0]):]
 
 
 @torch.no_grad()

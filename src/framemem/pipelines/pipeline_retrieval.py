@@ -1,0 +1,164 @@
+"""`FrameMemRetrievalPipeline`: frames of a video back from its memory alone.
+
+The history is compressed by φ; the DiT then denoises the latent frames at the asked times
+with nothing but the memory as context (the stage-1 task), and each is decoded from itself
+alone. Metrics compare every retrieved frame with the frame it stands for and with the
+bicubic reference (the frame down by the spatial rate and back up: what a low-resolution
+copy holds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..data.video import to_model
+from ..errors import FrameMemError
+from ..flow import estimate_x0, make_scheduler, sample
+from ..metrics import bicubic_reference, psnr, ssim
+from .base import FrameMemPipelineBase
+from .inputs import check_times, video_frames
+
+
+@dataclass
+class FrameMemRetrievalPipelineOutput(BaseOutput):
+    """frames: the retrieved frames, one per time ("pil" a list of images, "np" (K, H, W, 3)
+    and "pt" (K, 3, H, W) in [0, 1], "latent" (1, C, K, h, w)); ground_truth and bicubic: the
+    frames they stand for and the bicubic reference, in the same type ("latent": "pt").
+    times (seconds) and frame_indices (of the decoded video); memory_tokens vs
+    full_context_tokens; metrics: per frame and mean PSNR/SSIM of the sampled and one-step
+    retrieval and of the references (None with `compute_metrics=False`)."""
+
+    frames: object
+    ground_truth: object
+    bicubic: object
+    times: list[float]
+    frame_indices: list[int]
+    memory_tokens: int
+    full_context_tokens: int
+    metrics: dict | None
+
+
+class FrameMemRetrievalPipeline(FrameMemPipelineBase):
+    """Frame retrieval with any trained checkpoint (stage 1 or 2).
+
+    >>> pipe = FrameMemRetrievalPipeline.from_pretrained("tiny")
+    >>> out = pipe("clip.mp4", times=[1.5, 7.0])
+    >>> out.frames[0], out.metrics["mean"]["psnr"]
+    """
+
+    @classmethod
+    def _check_stage(cls, config) -> None:
+        if config.stage == 0:
+            raise FrameMemError("a base DiT (framemem base) has no trained memory; start stage 1 from it with "
+                                "framemem pretrain --model-path")
+
+    @classmethod
+    def _default_scheduler(cls, config):
+        return make_scheduler("euler", 1.0)
+
+    def check_history(self, frames: torch.Tensor, what: str = "video") -> None:
+        """A history (T, H, W, 3) must fit the codec × patch grid and hold one temporal stride of φ."""
+        model = self.model
+        t, h, w, _ = frames.shape
+        model.check_frame_size(h, w)
+        stride = model.encoder.block_frames
+        if model.codec.latent_frames(t) < stride:
+            fps = self.framemem_config.model.fps
+            raise FrameMemError(f"{what}: too short ({t} frames at {fps:g} fps); the memory needs at least "
+                                f"{model.codec.pixel_frames(stride)} frames (one temporal stride)")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video,
+        times,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        compute_metrics: bool = True,
+        lpips=None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ):
+        """Retrieve the frames of `video` at `times` (seconds) from its memory.
+
+        Args:
+            video: a path, uint8 (T, H, W, 3), float (3, T, H, W) in [-1, 1], or PIL images.
+            times: seconds inside the video (a number or a list).
+            num_inference_steps: sampling steps (default: the checkpoint's `sample_steps`).
+            generator: for the starting noise (one-step estimates use the same noise).
+            compute_metrics: PSNR/SSIM vs ground truth, bicubic and mean-frame references;
+                `lpips` (a `framemem.metrics.LPIPS`) adds LPIPS.
+        Returns:
+            FrameMemRetrievalPipelineOutput, or the tuple of its fields without return_dict.
+        """
+        mc = self.framemem_config.model
+        self._check_output_type(output_type)
+        self._check_callback_inputs(callback_on_step_end_tensor_inputs)
+        steps = self.framemem_config.train.sample_steps if num_inference_steps is None else num_inference_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise FrameMemError(f"num_inference_steps must be a positive integer (got {steps!r})")
+        frames = video_frames(video, mc.height, mc.width, mc.fps, "video")
+        self.check_history(frames)
+        times = check_times(times, len(frames), mc.fps)
+        indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
+
+        model, device = self.model, self._execution_device
+        pixels = to_model(frames).to(device)
+        latents, memory = model.encode_history(pixels)
+        c, _, h, w = latents.shape[1:]
+        omega = torch.tensor([model.codec.latent_index(p) for p in indices], dtype=torch.float32, device=device)[None]
+        noise = randn_tensor((1, c, len(indices), h, w), generator=generator, device=device, dtype=torch.float32)
+
+        def velocity(x_t, t):
+            return model.dit(x_t, omega, t, memory)
+
+        on_step = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, {})
+        self._interrupt = False
+        x0 = sample(velocity, noise, self.scheduler, steps, on_step, self.progress_bar)
+        self.maybe_free_model_hooks()
+        retrieved = model.codec.decode_frames(x0, indices).clamp(-1, 1)[0].transpose(0, 1).cpu()  # (K, 3, H, W)
+        truth = pixels[0, :, indices].transpose(0, 1).cpu()
+        rh, rw, _ = mc.rate
+        bicubic = bicubic_reference(truth, rh, rw)
+
+        metrics = None
+        if compute_metrics:
+            ones = torch.ones(omega.shape, device=device)
+            one_step = model.codec.decode_frames(estimate_x0(noise, velocity(noise, ones), ones), indices)
+            one_step = one_step.clamp(-1, 1)[0].transpose(0, 1).cpu()
+            mean_frame = pixels[0].mean(dim=1).cpu()  # (3, H, W): what a model that ignores its memory can reach
+            metrics = frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips)
+        counts = model.token_counts(len(frames), mc.height, mc.width)
+        if output_type == "latent":
+            shown, gt, bic = x0.cpu(), truth, bicubic
+        else:
+            shown, gt, bic = (self._postprocess(x.transpose(0, 1)[None], output_type)[0]
+                              for x in (retrieved, truth, bicubic))
+        fields = (shown, gt, bic, times, indices, int(memory.tokens.shape[1]), counts["full_context"], metrics)
+        if not return_dict:
+            return fields
+        return FrameMemRetrievalPipelineOutput(*fields)
+
+
+def frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips=None) -> dict:
+    """Per-frame and mean PSNR/SSIM of frames (K, 3, H, W) in [-1, 1] against `truth`."""
+    records = []
+    for k, t in enumerate(times):
+        record = {"time": t, "frame_index": indices[k],
+                  "psnr": psnr(retrieved[k], truth[k]), "ssim": ssim(retrieved[k], truth[k]),
+                  "one_step_psnr": psnr(one_step[k], truth[k]), "one_step_ssim": ssim(one_step[k], truth[k]),
+                  "bicubic_psnr": psnr(bicubic[k], truth[k]), "bicubic_ssim": ssim(bicubic[k], truth[k]),
+                  "mean_frame_psnr": psnr(mean_frame, truth[k]), "mean_frame_ssim": ssim(mean_frame, truth[k])}
+        if lpips is not None:
+            record["lpips"] = float(lpips(retrieved[k : k + 1], truth[k : k + 1]))
+            record["bicubic_lpips"] = float(lpips(bicubic[k : k + 1], truth[k : k + 1]))
+        records.append(record)
+    keys = [k for k in records[0] if k not in ("time", "frame_index")]
+    return {"per_frame": records, "mean": {key: float(np.mean([r[key] for r in records])) for key in keys}}
