@@ -1,6 +1,6 @@
 """Does the DiT look up the right memory token? Attention of target tokens over the memory.
 
-    python benchmarks/attention_lookup.py LABEL=MODEL_DIR [LABEL=MODEL_DIR ...] [--out docs/attention-lookup]
+    python benchmarks/attention_lookup.py LABEL=MODEL_DIR [LABEL=MODEL_DIR ...] [--out results/attention-lookup]
 
 For each model: the unseen videos of `framemem bench retrieval` (4 procedural + bikes), 6
 target frames each, one DiT forward at t = 1 (pure noise: whatever the model knows of the
@@ -94,7 +94,7 @@ def summarise(per_video: list[list[np.ndarray]]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", metavar="LABEL=MODEL_DIR")
-    parser.add_argument("--out", default="docs/attention-lookup")
+    parser.add_argument("--out", default="results/attention-lookup")
     args = parser.parse_args()
     results = {}
     for item in args.models:

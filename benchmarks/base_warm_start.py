@@ -1,7 +1,7 @@
 """Does stage 1 learn retrieval faster from a base DiT (`framemem base`) than from scratch?
 
     python benchmarks/base_warm_start.py [--base-steps 2000] [--steps 2000] [--seeds 0 1]
-                                         [--runs runs/warm-start] [--out docs/warm-start]
+                                         [--runs runs/warm-start] [--out results/warm-start]
 
 Trains one base DiT (stage 0: plain video denoising, the `tiny` stand-in for Wan's weights),
 then Table 1's recipe (proposed 4x4x2, `--steps` stage-1 steps) from that DiT and from
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="stage-1 steps per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--runs", default="runs/warm-start")
-    parser.add_argument("--out", default="docs/warm-start")
+    parser.add_argument("--out", default="results/warm-start")
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
 

@@ -10,7 +10,7 @@ of history:
     (φ = Large Patchifier at rate 1×1×1, initialised to the patch embedding), no window.
 Each (method, history) runs in a fresh process, so peak RSS is its own. Also measured:
 appending one section to the memory vs re-encoding a whole 20 s history from pixels.
-Weights are random (costs do not depend on them). Writes docs/ar_cost.md and docs/ar_cost.json.
+Weights are random (costs do not depend on them). Writes results/ar_cost.md and results/ar_cost.json.
 """
 from __future__ import annotations
 
@@ -184,8 +184,8 @@ def main() -> None:
     lines.append("")
     text = "\n".join(lines)
     print(text)
-    write_text(ROOT / "docs" / "ar_cost.md", text)
-    write_json(ROOT / "docs" / "ar_cost.json", {"machine": machine, "steps": args.steps, "rows": rows,
+    write_text(ROOT / "results" / "ar_cost.md", text)
+    write_json(ROOT / "results" / "ar_cost.json", {"machine": machine, "steps": args.steps, "rows": rows,
                                                             "append": appends, "summary": summary})
 
 

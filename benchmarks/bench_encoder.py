@@ -6,7 +6,7 @@ For each Wan preset (the paper's encoder widths 64→512, projection to the DiT 
 for TI2V-5B, 5120 for 14B) and each chunk size, one fresh process encodes random
 latents of the preset's 20 s history at 832x480 (no grad, float32) and reports the memory
 tokens, seconds per history and peak RSS. Chunks give the same tokens (tests/test_cache.py)
-with bounded activations. Writes docs/encoder-chunks.md and docs/encoder-chunks.json.
+with bounded activations. Writes results/encoder-chunks.md and results/encoder-chunks.json.
 """
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ def main() -> None:
                      f"{r['memory_tokens']:,} | {r['chunk_blocks'] or 'whole'} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
     text = "\n".join(lines + [""])
     print(text)
-    write_text(ROOT / "docs" / "encoder-chunks.md", text)
-    write_json(ROOT / "docs" / "encoder-chunks.json", {"machine": machine, "rows": rows})
+    write_text(ROOT / "results" / "encoder-chunks.md", text)
+    write_json(ROOT / "results" / "encoder-chunks.json", {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 Measures, each part in its own process so peak RSS is its own:
   * training: stage-1 steps/s (after 3 warm-up steps) and peak RSS;
   * encoder: time and peak memory of φ for one 20 s history (no grad).
-Prints a table and writes docs/benchmarks.md and docs/benchmarks.json.
+Prints a table and Writes results/benchmarks.md and results/benchmarks.json.
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def main() -> None:
               f"| {e['history']} | {e['seconds']:.3f} | {e['peak_extra_rss_mb']:.0f} | {e['memory_tokens']} |", ""]
     text = "\n".join(lines)
     print(text)
-    docs = ROOT / "docs"
+    docs = ROOT / "results"
     docs.mkdir(exist_ok=True)
     write_text(docs / "benchmarks.md", text)
     write_json(docs / "benchmarks.json", results)

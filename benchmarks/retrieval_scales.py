@@ -1,6 +1,6 @@
 """At which scale does retrieval lose the frame? PSNR of retrieved frames after area-averaging.
 
-    python benchmarks/retrieval_scales.py LABEL=DIR [LABEL=DIR ...] [--scales 1 4 8 16 32] [--out docs/retrieval-scales]
+    python benchmarks/retrieval_scales.py LABEL=DIR [LABEL=DIR ...] [--scales 1 4 8 16 32] [--out results/retrieval-scales]
 
 Each DIR holds the output of `framemem retrieve` (or of `benchmarks/eval_retrieval.py` /
 `benchmarks/learning_curves.py`, one sub-folder per video): gt_<time>.png, retrieved_<time>.png
@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=DIR: a label and a folder of retrieve outputs")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 8, 16, 32])
-    parser.add_argument("--out", type=Path, default=Path("docs/retrieval-scales"))
+    parser.add_argument("--out", type=Path, default=Path("results/retrieval-scales"))
     args = parser.parse_args()
     results = {}
     for item in args.runs:

@@ -1,6 +1,6 @@
 """How much of a frame can one memory token's worth of numbers hold? A linear bound.
 
-    python benchmarks/token_capacity.py [--preset tiny] [--train-videos 64] [--out docs/token-capacity]
+    python benchmarks/token_capacity.py [--preset tiny] [--train-videos 64] [--out results/token-capacity]
 
 One memory token at rate h×w×t covers a block of pixels (tiny at 4×4×2: 2 frames × 32×32 × 3 =
 6,144 values) and is a vector of the DiT's width D (tiny: 256). This benchmark asks what the
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--train-videos", type=int, default=64, help="procedural training seeds to fit on")
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 192, 256, 384, 512, 1024])
-    parser.add_argument("--out", type=Path, default=Path("docs/token-capacity"))
+    parser.add_argument("--out", type=Path, default=Path("results/token-capacity"))
     args = parser.parse_args()
     mc = get_preset(args.preset).model
     result = measure(mc, args.train_videos, args.widths)

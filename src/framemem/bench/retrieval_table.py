@@ -45,9 +45,9 @@ TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without
 class Budget:
     """What every run gets; `quick` shrinks numbers only (same preset, same code)."""
 
-    # all 16 runs took 33 min end to end on 2 CPU cores (docs/table1-300.md; 0.21-0.29 s a step at 160
+    # all 16 runs took 33 min end to end on 2 CPU cores (docs/reports/table1-300.md; 0.21-0.29 s a step at 160
     # memory tokens, 0.93 s at 2x2x1), an estimated hour on a host 1.6-1.9x slower per step. It measures
-    # how soon each memory is read, not what it preserves (docs/table1.md gives its --steps).
+    # how soon each memory is read, not what it preserves (docs/reports/table1.md gives its --steps).
     steps: int = 300
     seeds: tuple[int, ...] = (0, 1)
     # Evaluation is seconds per run next to minutes of training, so every run is scored on

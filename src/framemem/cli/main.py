@@ -196,7 +196,7 @@ def _run_bench(args, budget, table, default_name: str) -> dict:
     """Options both benchmarks take, then the benchmark itself."""
     if args.seeds:
         budget.seeds = tuple(args.seeds)
-    out = Path(args.out or f"docs/{default_name}")
+    out = Path(args.out or f"results/{default_name}")
     result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
     print(f"wrote {out}.md, {out}.json and its PNGs")
     return result
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--seeds", type=_non_negative_int, nargs="+", help="default: 0 1")
         q.add_argument("--runs", help=f"run folders (default runs/{'table1' if what == 'retrieval' else what}; "
                                       "an interrupted benchmark resumes)")
-        q.add_argument("--out", help=f"output prefix (default docs/{'table1' if what == 'retrieval' else what}): "
+        q.add_argument("--out", help=f"output prefix (default results/{'table1' if what == 'retrieval' else what}): "
                                      "OUT.md, OUT.json, PNGs")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]

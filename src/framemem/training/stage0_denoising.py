@@ -5,7 +5,7 @@ patch embeddings into frames. `tiny` has no such weights, so `framemem base` fir
 DiT on plain flow matching of short clips — every latent frame with its own t, so nearly
 clean frames serve as context for noisier ones; no memory, no text — and
 `framemem pretrain --model-path RUN/model` starts stage 1 from it, as the Wan presets start
-from Wan's weights (docs/training.md, "A base DiT").
+from Wan's weights (docs/reports/training.md, "A base DiT").
 
     L = E ‖(ε − X0) − G(X_t, t)‖²,   t ~ L(ar.t_mean, ar.t_std) per frame
 """
@@ -21,7 +21,7 @@ from ..config import FrameMemConfig
 from ..errors import FrameMemError
 from ..flow import add_noise, sample_timesteps, velocity_target
 
-BASE_STEPS = 2000  # what docs/training.md measured
+BASE_STEPS = 2000  # what docs/reports/training.md measured
 BASE_CLIP_SECONDS = 2.0
 
 
