@@ -5,7 +5,7 @@
 Measures, each part in its own process so peak RSS is its own:
   * training: stage-1 steps/s (after 3 warm-up steps) and peak RSS;
   * encoder: time and peak memory of φ for one 20 s history (no grad).
-Prints a table and Writes results/benchmarks.md and results/benchmarks.json.
+Prints a table and writes results/benchmarks.md and results/benchmarks.json.
 """
 from __future__ import annotations
 

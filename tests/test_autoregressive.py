@@ -143,12 +143,11 @@ def test_finetune_then_generate_end_to_end(stage1, tmp_path, capsys):
         model.encoder.token_count((10, 8, 8))  # the memory of the whole init video
 
 
-def test_generate_bad_input(stage1, tmp_path, capsys, procedural_mp4):
+def test_generate_bad_input(stage1, tmp_path, capsys):
     good = tmp_path / "story.json"
     good.write_text(json.dumps(GOOD))
     bad = tmp_path / "bad.yaml"
     bad.write_text("prompts:\n  - at: 5\n    prompt: b\n  - at: 1\n    prompt: a\n")
-    other_size = procedural_mp4(2.0, name="other.mp4")  # 64x64 at 8 fps
     cases = [
         (["--storyboard", str(bad), "--seconds", "2"], "times must increase"),
         (["--storyboard", str(good), "--seconds", "0"], "argument --seconds: must be > 0, not 0"),

@@ -78,7 +78,7 @@ def image_frame(image, height: int, width: int) -> torch.Tensor:
             raise FrameMemError(f"image {path}: not a readable image ({err})") from None
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
-    array = torch.as_tensor(np.asarray(image)) if not torch.is_tensor(image) else image
+    array = image if torch.is_tensor(image) else torch.from_numpy(np.array(image))
     if array.ndim != 3:
         raise FrameMemError(f"image: expected one frame (H, W, 3), not {tuple(array.shape)}")
     return video_frames(array[None], height, width, 1.0, what="image")
