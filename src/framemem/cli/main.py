@@ -205,7 +205,8 @@ def _run_bench(args, budget, table, default_name: str) -> dict:
 def cmd_bench_retrieval(args) -> None:
     import dataclasses
 
-    from ..bench.retrieval_table import QUICK, Budget, retrieval_table
+    from ..bench.budgets import QUICK, Budget
+    from ..bench.retrieval_table import retrieval_table
     from ..bench.report import orderings
 
     budget = dataclasses.replace(QUICK if args.quick else Budget())
