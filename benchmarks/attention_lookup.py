@@ -25,7 +25,7 @@ from diffusers.models.transformers import transformer_wan
 from framemem.data.histories import to_model
 from framemem.bench.evaluation import unseen_videos
 from framemem.files import write_json, write_text
-from framemem.cli.commands import load_model
+from framemem.outputs import load_model
 from framemem.training.stage1_retrieval import gather_frames
 
 TARGETS_PER_VIDEO = 6

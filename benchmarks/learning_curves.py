@@ -27,7 +27,7 @@ from framemem.bench.retrieval_table import run_config, train_run
 from framemem.config import get_preset
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.cli.commands import load_model
+from framemem.outputs import load_model
 from framemem.metrics import mean_std
 from framemem.plots import plot_curves, read_log
 

@@ -127,7 +127,7 @@ def test_retrieval_through_a_causal_wan_vae_returns_the_asked_frames(tmp_path):
     back one per asked time, at the video's size, and the diagnostics compare real pixels."""
     from conftest import small_config
 
-    from framemem.cli.commands import run_retrieval
+    from framemem.outputs import run_retrieval
     from framemem.flow import make_scheduler
     from framemem.models.framemem import FrameMem
     from framemem.pipelines import FrameMemRetrievalPipeline

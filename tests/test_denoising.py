@@ -9,7 +9,7 @@ from framemem.cli.main import main
 from framemem.data.histories import HistorySampler
 from framemem.training.stage0_denoising import base_pretrain, denoising_loss
 from framemem.errors import FrameMemError
-from framemem.cli.commands import load_retrieval
+from framemem.outputs import load_retrieval
 from framemem.models.framemem import FrameMem
 from framemem.training.trainer import pretrain, step_generators
 

@@ -140,7 +140,7 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
 @torch.no_grad()
 def evaluate_case(pipe, case: dict, budget: ConsistencyBudget, seed: int) -> tuple[dict, np.ndarray]:
     """Generate the return of one case; scores and the generated frames inside the return shot."""
-    from ..cli.commands import as_uint8
+    from ..outputs import as_uint8
     from ..data.storyboard import Storyboard
 
     mc = pipe.framemem_config.model
@@ -157,7 +157,7 @@ def evaluate_case(pipe, case: dict, budget: ConsistencyBudget, seed: int) -> tup
 
 def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
     """Train every variant × seed, evaluate every case; write OUT.md/.json/-grid.png."""
-    from ..cli.commands import load_generation
+    from ..outputs import load_generation
 
     config = get_preset("tiny")
     if budget.quick:

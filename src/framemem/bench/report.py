@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from .budgets import QUICK, TITLES, Budget
 from ..files import save_image, write_text
-from ..cli.commands import time_label
+from ..outputs import time_label
 from ..plots import plt
 
 # The paper's orderings (Table 1): (better, worse) pairs of (variant, rate).

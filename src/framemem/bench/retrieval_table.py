@@ -95,7 +95,7 @@ def reference_scores(frames: list[dict], name: str) -> dict:
 def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     """Train and evaluate every spec × seed; write the outputs; return the JSON record."""
     from .evaluation import evaluate_retrieval, unseen_videos
-    from ..cli.commands import load_retrieval
+    from ..outputs import load_retrieval
     from ..metrics import LPIPS
 
     lpips = LPIPS.from_files(budget.lpips_backbone, budget.lpips_linear) if budget.lpips_backbone else None

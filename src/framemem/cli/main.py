@@ -106,7 +106,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from .commands import generate_command
+    from ..outputs import generate_command
 
     generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
                      args.init_video, args.cfg, args.seed, args.steps)
@@ -126,7 +126,7 @@ def _dtype(name):
 
 
 def cmd_retrieve(args) -> None:
-    from .commands import retrieve_command
+    from ..outputs import retrieve_command
 
     times = _parse_times(args.times)
     retrieve_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, times, args.out, args.steps, args.sampler, args.seed)
@@ -163,7 +163,7 @@ def _parse_times(text: str) -> list[float]:
 
 
 def cmd_demo(args) -> None:
-    from .commands import demo_command
+    from ..outputs import demo_command
 
     ar = args.ar_checkpoint or (DEFAULT_AR_CHECKPOINT if DEFAULT_AR_CHECKPOINT.is_dir() else None)
     demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps, ar)
@@ -227,7 +227,7 @@ def cmd_bench_consistency(args) -> None:
 
     from ..bench.consistency import QUICK, ConsistencyBudget, consistency_table
     from ..config import get_preset
-    from .commands import load_generation
+    from ..outputs import load_generation
 
     budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
     budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())

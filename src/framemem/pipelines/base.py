@@ -18,7 +18,6 @@ from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.video_processor import VideoProcessor
 
-from .. import __version__
 from ..config import FrameMemConfig
 from ..errors import FrameMemError
 from ..files import write_json
@@ -153,8 +152,7 @@ class FrameMemPipelineBase(DiffusionPipeline):
 
         def extra(folder: Path) -> None:
             self.scheduler.save_pretrained(folder / "scheduler")
-            index = {"_class_name": type(self).__name__, "_diffusers_version": diffusers.__version__,
-                     "_framemem_version": __version__}
+            index = {"_class_name": type(self).__name__, "_diffusers_version": diffusers.__version__}
             index.update({name: list(self.config[name]) for name in COMPONENTS})
             write_json(folder / "model_index.json", index)
         self.model.save_pretrained(save_directory, dtype=torch_dtype, extra=extra)

@@ -1,4 +1,4 @@
-"""`framemem retrieve`, `generate` and `demo`: the pipelines' outputs as PNGs, MP4s and JSON."""
+"""What `framemem retrieve`, `generate` and `demo` write (PNGs, grids, MP4s, JSON), over the pipelines; the benchmarks write the same."""
 from __future__ import annotations
 
 import secrets
@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..config import format_rate
-from ..errors import FrameMemError
-from ..files import save_image, write_json
-from ..data.video import load_frames, to_uint8, write_video
-from ..flow import make_scheduler
-from ..pipelines import FrameMemPipeline, FrameMemRetrievalPipeline
-from ..pipelines.inputs import video_frames
+from .config import format_rate
+from .errors import FrameMemError
+from .files import save_image, write_json
+from .data.video import load_frames, to_uint8, write_video
+from .flow import make_scheduler
+from .pipelines import FrameMemPipeline, FrameMemRetrievalPipeline
+from .pipelines.inputs import video_frames
 
 DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
 DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
@@ -100,7 +100,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     """Retrieval on a video the model never saw; then, with a stage-2 checkpoint and no
     `video_path`, a continuation of the procedural video from its storyboard
     (generated.mp4/.png/.json)."""
-    from ..data.procedural import procedural_video
+    from .data.procedural import procedural_video
 
     pipe = load_retrieval(checkpoint)
     mc = pipe.framemem_config.model
@@ -128,7 +128,7 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
         print("\ngeneration skipped: it continues the procedural video from its own storyboard, and "
               f"{video_path} has none (use `framemem generate --init-video` with a storyboard of yours)")
     elif ar_checkpoint is not None:
-        from ..data.storyboard import Storyboard
+        from .data.storyboard import Storyboard
 
         init_seconds = DEMO_INIT_SECONDS
         board = Storyboard(tuple(s.start / mc.fps for s in shots), tuple(s.caption for s in shots))
@@ -176,7 +176,7 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
                      steps: int | None = None) -> list[dict]:
     """`framemem generate`: write `out` (e.g. story.mp4: the init video, then the new
     frames), story.png (contact sheet) and story.json (settings and sections)."""
-    from ..data.storyboard import Storyboard
+    from .data.storyboard import Storyboard
 
     if Path(out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise FrameMemError(f"--out {out}: name an .mp4 (or .mov, .mkv) file")
