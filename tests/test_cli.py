@@ -113,3 +113,22 @@ def test_conflicting_sources_and_unwritable_outputs_are_one_line(tmp_path, capsy
     assert err[0] == "framemem: error: --data and --cache: give one source of training videos"
     assert err[-1] == f"framemem: error: {tmp_path} is a folder: name a file to write"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--times", "1,1,2.5"], "--times: 1 given more than once"),
+    (["--times", "nan"], "time nan: not a finite number of seconds"),
+    (["--times", "1", "--seed", str(2**63)], "too large (seeds go up to 2**63 - 1)"),
+])
+def test_retrieve_refuses_repeated_times_nan_and_huge_seeds(checkpoint, procedural_mp4, tmp_path, capsys, args, message):
+    code, _, err = run(["retrieve", "--checkpoint", checkpoint, "--video", procedural_mp4(4.0), "--out", tmp_path / "o",
+                        *args], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_the_largest_seed_runs(checkpoint, procedural_mp4, tmp_path, capsys):
+    code, _, err = run(["retrieve", "--checkpoint", checkpoint, "--video", procedural_mp4(4.0), "--out", tmp_path / "o",
+                        "--times", "1", "--steps", "1", "--seed", str(2**63 - 1)], capsys)
+    assert code == 0, err

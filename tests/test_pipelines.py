@@ -150,7 +150,7 @@ def test_retrieval_output_holds_frames_truth_references_and_metrics(retrieval):
 
 @pytest.mark.parametrize("call, message", [
     (lambda p, r: r(torch.zeros(40, 64, 64, 3, dtype=torch.uint8), times=[10.0]), "time 10s is outside the video"),
-    (lambda p, r: r(torch.zeros(40, 64, 64, 3, dtype=torch.uint8), times=[float("nan")]), "outside the video"),
+    (lambda p, r: r(torch.zeros(40, 64, 64, 3, dtype=torch.uint8), times=[float("nan")]), "not a finite number of seconds"),
     (lambda p, r: r(torch.zeros(40, 32, 32, 3, dtype=torch.uint8), times=[1.0]), "frames are 32x32; this model needs 64x64"),
     (lambda p, r: r(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), times=[0.0]), "too short"),
     (lambda p, r: r("no-such-clip.mp4", times=[1.0]), "no such file"),

@@ -145,10 +145,15 @@ def _positive(kind=float):
     return parse
 
 
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
 def _non_negative_int(text: str) -> int:
-    """An argparse type for seeds: numpy's generators take integers from 0."""
+    """An argparse type for seeds: integers from 0 below 2**63 (what torch's generators take)."""
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer >= 0")
+    if int(text) >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is too large (seeds go up to 2**63 - 1)")
     return int(text)
 
 
@@ -159,6 +164,9 @@ def _parse_times(text: str) -> list[float]:
         raise FrameMemError(f"--times '{text}': expected comma-separated seconds, e.g. 1.5,7.0,18.2") from None
     if not times:
         raise FrameMemError("--times: give at least one time in seconds")
+    twice = sorted({t for t in times if times.count(t) > 1})
+    if twice:
+        raise FrameMemError(f"--times: {', '.join(f'{t:g}' for t in twice)} given more than once")
     return times
 
 

@@ -96,7 +96,9 @@ def check_times(times, frames: int, fps: float) -> list[float]:
         raise FrameMemError("times: give at least one time in seconds")
     duration = frames / fps
     for t in times:
-        if not math.isfinite(t) or not 0 <= t < duration:
+        if not math.isfinite(t):
+            raise FrameMemError(f"time {t}: not a finite number of seconds")
+        if not 0 <= t < duration:
             raise FrameMemError(f"time {t:g}s is outside the video (0 to {duration:.2f}s at {fps:g} fps)")
     return times
 
