@@ -32,10 +32,7 @@ def load_retrieval(checkpoint) -> FrameMemRetrievalPipeline:
 
 def load_generation(checkpoint) -> FrameMemPipeline:
     """The generation pipeline of a stage-2 checkpoint; a stage-1 one is a one-line error."""
-    try:
-        return _on_device(FrameMemPipeline.from_pretrained(checkpoint))
-    except FrameMemError as err:
-        raise FrameMemError(f"{checkpoint}: {err}") from None
+    return _on_device(FrameMemPipeline.from_pretrained(checkpoint))
 
 
 def as_uint8(frames) -> torch.Tensor:
@@ -62,8 +59,9 @@ def run_retrieval(pipe: FrameMemRetrievalPipeline, frames, times: list[float], o
     the bicubic copy (÷ the spatial rate and back up) and the history's mean frame. With
     `lpips` (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames."""
     mc = pipe.framemem_config.model
-    if sampler != "euler":
-        pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config.shift)
+    wanted = make_scheduler(sampler, pipe.scheduler.config.shift)
+    if type(pipe.scheduler) is not type(wanted):  # --sampler names the scheduler; one of that kind is kept
+        pipe.scheduler = wanted
     steps = steps or pipe.framemem_config.train.sample_steps
     frames = video_frames(frames, mc.height, mc.width, mc.fps, source)
     result = pipe(frames, times, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),

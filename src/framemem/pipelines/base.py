@@ -21,6 +21,7 @@ from diffusers.video_processor import VideoProcessor
 from ..config import FrameMemConfig
 from ..errors import FrameMemError
 from ..files import write_json
+from ..flow import make_scheduler
 from ..hub import SHIPPED_MODELS, checkpoint_folder, pretrained
 from ..models.framemem import FrameMem
 from ..models.memory_dit import MemoryDiT
@@ -58,7 +59,8 @@ class FrameMemPipelineBase(DiffusionPipeline):
 
     @classmethod
     def _default_scheduler(cls, config: FrameMemConfig):
-        raise NotImplementedError
+        """Euler without shift (retrieval's); generation uses its checkpoint's shift."""
+        return make_scheduler("euler", 1.0)
 
     # ---- the model the library's functions take -----------------------------------------
     @property
@@ -74,7 +76,7 @@ class FrameMemPipelineBase(DiffusionPipeline):
 
     @property
     def interrupt(self) -> bool:
-        """Set `pipe._interrupt = True` (e.g. from a callback) to stop after the current step."""
+        """Set `pipe._interrupt = True` (e.g. from a callback) to stop generation after the current section."""
         return self._interrupt
 
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -125,7 +127,10 @@ class FrameMemPipelineBase(DiffusionPipeline):
         if not path.exists():
             raise FrameMemError(f"checkpoint {path}: no such folder (shipped models: {', '.join(SHIPPED_MODELS)})")
         model = FrameMem.from_pretrained(path)
-        cls._check_stage(model.config)
+        try:
+            cls._check_stage(model.config)
+        except FrameMemError as err:
+            raise FrameMemError(f"{path}: {err}") from None
         if model.config.stage == 2 and model.text_encoder is None:  # Wan's umT5 lives in the Wan folder
             from ..models.text_encoders import build_text_encoder
 

@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..data.video import to_model
 from ..errors import FrameMemError
-from ..flow import estimate_x0, make_scheduler, sample
+from ..flow import estimate_x0, sample
 from ..metrics import bicubic_reference, psnr, ssim
 from .base import FrameMemPipelineBase
 from .inputs import check_times, video_frames
@@ -56,10 +56,6 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         if config.stage == 0:
             raise FrameMemError("a base DiT (framemem base) has no trained memory; start stage 1 from it with "
                                 "framemem pretrain --model-path")
-
-    @classmethod
-    def _default_scheduler(cls, config):
-        return make_scheduler("euler", 1.0)
 
     def check_history(self, frames: torch.Tensor, what: str = "video") -> None:
         """A history (T, H, W, 3) must fit the codec × patch grid and hold one temporal stride of φ."""
@@ -120,7 +116,6 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
             return model.dit(x_t, omega, t, memory)
 
         on_step = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, {})
-        self._interrupt = False
         x0 = sample(velocity, noise, self.scheduler, steps, on_step, self.progress_bar)
         self.maybe_free_model_hooks()
         retrieved = model.codec.decode_frames(x0, indices).clamp(-1, 1)[0].transpose(0, 1).cpu()  # (K, 3, H, W)
