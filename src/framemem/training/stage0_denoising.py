@@ -40,7 +40,7 @@ def denoising_loss(model, video: torch.Tensor, config: FrameMemConfig, generator
 
 def base_pretrain(config: FrameMemConfig, run_dir: str | Path, data=None, resume: bool = False,
                   max_minutes: float | None = None, export_dtype: torch.dtype | None = None,
-                  clip_seconds: float = BASE_CLIP_SECONDS):
+                  clip_seconds: float = BASE_CLIP_SECONDS, accept_changes: bool = False):
     """Stage 0: train the preset's DiT on plain denoising of `clip_seconds` clips from the
     procedural generator mixed with the videos of `data`; exports `run_dir/model` (its
     `transformer/` is what `--model-path` loads) and returns the trainer."""
@@ -50,7 +50,7 @@ def base_pretrain(config: FrameMemConfig, run_dir: str | Path, data=None, resume
         raise FrameMemError(f"preset '{config.preset}' loads its DiT from {config.model.transformer_path}: "
                             "a base DiT is for presets trained from scratch")
     config = dataclasses.replace(config, stage=0)
-    model = build_run_model(config, run_dir, resume, "only_lr")  # φ is unused: only the DiT trains
+    model = build_run_model(config, run_dir, resume, "only_lr", accept_changes)  # φ is unused: only the DiT trains
     sampler = history_sampler(config, data)
     frames = max(1, int(round(clip_seconds * config.model.fps)))
 

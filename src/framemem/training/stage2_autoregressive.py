@@ -151,7 +151,7 @@ def heldout_clips(model, count: int = 2) -> tuple[list[torch.Tensor], list[str]]
 
 def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False, max_minutes: float | None = None,
              export_dtype: torch.dtype | None = None, fresh_memory: str | None = None, window_seconds: float | None = None,
-             cache=None):
+             cache=None, accept_changes: bool = False):
     """Stage 2: fine-tune a stage-1 checkpoint (`memory_checkpoint`) into an autoregressive
     model; `config` supplies `ar` and `train`, the checkpoint the model numbers.
 
@@ -165,12 +165,11 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     from ..data.histories import HistorySampler
     from ..models.framemem import FrameMem, build_memory_encoder
     from ..models.text_encoders import build_text_encoder
-    from .trainer import Trainer, latest_checkpoint
+    from .trainer import Trainer, prepare_run_folder
     from ..data.video import VideoDataset
 
     run_dir = Path(run_dir)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+    prepare_run_folder(config, run_dir, resume, accept_changes)
     model = FrameMem.from_pretrained(memory_checkpoint)
     if model.config.preset != config.preset:
         raise FrameMemError(f"{memory_checkpoint}: a stage-1 checkpoint of preset '{model.config.preset}', "

@@ -5,13 +5,14 @@ a resumed run continues exactly as an uninterrupted one (model, optimizer, sched
 and EMA states come back from the checkpoint).
 
 Run folder:
-    checkpoints/step-N/   accelerate state + trainer_state.json (complete ones only)
+    checkpoints/step-N/   safetensors + trainer_state.json (see checkpoints.py; no pickles)
     model/                exported FrameMem (framemem.json, safetensors, LoRA)
     log.jsonl             one line per log/eval event; curves.png plots the evals
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,9 +32,10 @@ from ..config import FrameMemConfig
 from ..errors import FrameMemError
 from ..files import default_permissions, read_jsonl, write_text
 from ..models.framemem import FrameMem
+from .checkpoints import (DamagedCheckpoint, apply_checkpoint, complete_checkpoints, latest_checkpoint,
+                          read_checkpoint, read_state, write_checkpoint)
 
 log = logging.getLogger("framemem")
-STATE_FILE = "trainer_state.json"
 
 
 def step_generators(seed: int, step: int, rank: int = 0) -> tuple[np.random.Generator, torch.Generator]:
@@ -41,13 +43,6 @@ def step_generators(seed: int, step: int, rank: int = 0) -> tuple[np.random.Gene
     rng = np.random.default_rng([seed, step, rank])
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     return rng, generator
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer_state.json was written)."""
-    folder = Path(run_dir) / "checkpoints"
-    done = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 class Trainer:
@@ -87,9 +82,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups, weight_decay=self.tc.weight_decay, betas=(0.9, 0.99))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = self._scheduler(0)
+        # the EMA is saved by `write_checkpoint`, not registered with Accelerate (which pickles it)
         self.ema = EMAModel(self.trainable, decay=self.tc.ema_decay) if self.tc.ema_decay else None
-        if self.ema is not None:
-            self.accelerator.register_for_checkpointing(self.ema)
         self.step, self.elapsed = 0, 0.0
 
     def _scheduler(self, step: int):
@@ -124,44 +118,55 @@ class Trainer:
         if self.accelerator.is_main_process:  # and what a killed save left behind
             for stale in folder.glob(".tmp-step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        if self.accelerator.is_main_process:
             state = {"step": self.step, "elapsed_seconds": self.elapsed, "config": self.config.to_dict(),
                      "encoder": self._encoder_config()}
-            (tmp / STATE_FILE).write_text(json.dumps(state))
+            write_checkpoint(tmp, self.unwrapped, self.optimizer, self.ema, self.accelerator.scaler, state)
             default_permissions(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            steps = sorted((p for p in folder.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
-            for old in steps[: -self.tc.keep_checkpoints]:
+            for old in complete_checkpoints(self.run_dir)[self.tc.keep_checkpoints:]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return final
 
     def resume(self) -> bool:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            return False
-        state = json.loads((ckpt / STATE_FILE).read_text())
+        """Continue from the newest checkpoint that reads back whole; a damaged one (a
+        truncated file, broken JSON) is reported and the one before it is used."""
+        found = complete_checkpoints(self.run_dir)
+        damaged = []
+        for ckpt in found:
+            try:
+                payload = read_checkpoint(ckpt, with_ema=self.ema is not None)
+            except DamagedCheckpoint as err:
+                damaged.append(str(err))
+                log.warning("framemem: warning: %s; trying the checkpoint before it", err)
+                continue
+            self._check_same_model(ckpt, payload["state"])
+            wanted = [{"lr": g["initial_lr"], "weight_decay": g["weight_decay"], "betas": g["betas"]}
+                      for g in self.optimizer.param_groups]
+            apply_checkpoint(payload, self.unwrapped, self.optimizer, self.ema, self.accelerator.scaler)
+            for group, settings in zip(self.optimizer.param_groups, wanted):  # as `prepare_run_folder` settled them
+                group.update(settings, initial_lr=settings["lr"])
+            state = payload["state"]
+            self.step, self.elapsed = state["step"], state["elapsed_seconds"]
+            self.scheduler = self._scheduler(self.step)
+            self._trim_log()
+            log.info("resumed from %s (step %d)", ckpt, self.step)
+            return True
+        if damaged:
+            raise FrameMemError(f"{self.run_dir}: no checkpoint reads back whole ({damaged[-1]})")
+        return False
 
+    def _check_same_model(self, ckpt: Path, state: dict) -> None:
         def model_numbers(config: FrameMemConfig) -> dict:  # fields added since then take their defaults
             return json.loads(json.dumps(config.to_dict()["model"]))
 
         if model_numbers(FrameMemConfig.from_dict(state["config"])) != model_numbers(self.config):
             raise FrameMemError(f"{ckpt}: was trained with another model config; start a new run folder")
-        saved = state.get("encoder", self._encoder_config())  # older checkpoints did not record it
+        saved = state.get("encoder", self._encoder_config())
         if saved != self._encoder_config():
             raise FrameMemError(f"{ckpt}: was trained with the memory encoder {saved.get('variant', saved)}, not "
                                 f"{self._encoder_config().get('variant')}; pass the same --variant, or start a new run folder")
-        self.accelerator.load_state(str(ckpt))
-        if self.ema is not None:  # Accelerate loads custom states onto the CPU
-            self.ema.to(self.accelerator.device)
-        self.step, self.elapsed = state["step"], state["elapsed_seconds"]
-        self.scheduler = self._scheduler(self.step)
-        self._trim_log()
-        log.info("resumed from %s (step %d)", ckpt, self.step)
-        return True
 
     def _encoder_config(self) -> dict:
         """φ's config (variant, rate, widths) as JSON numbers, to match a checkpoint against."""
@@ -299,10 +304,47 @@ def history_lengths(model: FrameMem, full: int, minimum: float | None) -> list[i
     return [n for n in lengths if n >= minimum] or [full]
 
 
-def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, variant: str) -> FrameMem:
-    """The seeded model a run starts from; a folder with checkpoints needs `resume`."""
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+def prepare_run_folder(config: FrameMemConfig, run_dir: str | Path, resume: bool, accept_changes: bool = False) -> None:
+    """Check a run folder before anything is built, and settle the settings a resume trains
+    with: the run's recorded ones (train and ar), unless `accept_changes`; either way the
+    differences are named. A fresh run never replaces the model or log of another."""
+    run_dir = Path(run_dir)
+    found = complete_checkpoints(run_dir)
+    if not resume:
+        if found:
+            raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+        if (run_dir / "model" / "framemem.json").is_file():
+            raise FrameMemError(f"{run_dir} holds a trained model/ (and its log) but no checkpoints to resume: "
+                                "choose a new folder, or delete that one first")
+        return
+    for ckpt in found:
+        try:
+            recorded = FrameMemConfig.from_dict(read_state(ckpt)["config"])
+            break
+        except FrameMemError:  # damaged: `Trainer.resume` reports it and falls back
+            continue
+    else:
+        return
+    changed = []
+    for part in ("train", "ar"):
+        old, new = getattr(recorded, part), getattr(config, part)
+        for name in (f.name for f in dataclasses.fields(old)):
+            before, after = getattr(old, name), getattr(new, name)
+            if json.dumps(before) != json.dumps(after):
+                changed.append(f"{'ar.' if part == 'ar' else ''}{name} {before} -> {after}")
+                if not accept_changes:
+                    setattr(new, name, before)
+    if changed and accept_changes:
+        log.warning("framemem: warning: resuming %s with changed settings: %s", run_dir, ", ".join(changed))
+    elif changed:
+        log.warning("framemem: warning: --resume keeps the settings %s was trained with; not applied: %s "
+                    "(pass --accept-changes to train on with them)", run_dir, ", ".join(changed))
+
+
+def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, variant: str,
+                    accept_changes: bool = False) -> FrameMem:
+    """The seeded model a run starts from (after `prepare_run_folder`)."""
+    prepare_run_folder(config, run_dir, resume, accept_changes)
     torch.manual_seed(config.train.seed)
     model = FrameMem.build(config, variant)
     if config.train.gradient_checkpointing:
@@ -330,6 +372,7 @@ def pretrain(
     max_minutes: float | None = None,
     export_dtype: torch.dtype | None = None,
     cache: str | Path | None = None,
+    accept_changes: bool = False,
 ) -> Trainer:
     """Stage-1 retrieval pretraining; returns the trainer after exporting `run_dir/model`.
 
@@ -340,7 +383,7 @@ def pretrain(
     from .stage1_retrieval import memory_diagnostics, retrieval_loss
 
     mc, tc = config.model, config.train
-    model = build_run_model(config, run_dir, resume, variant)
+    model = build_run_model(config, run_dir, resume, variant, accept_changes)
     sampler = history_sampler(config, data)
     heldout = heldout_videos(mc, count=2, real=heldout_real)
     lengths = history_lengths(model, mc.history_frames, tc.history_seconds_min and tc.history_seconds_min * mc.fps)

@@ -1,0 +1,121 @@
+"""Fault campaign: kill -9 during training and during checkpoint writes, damaged and
+planted checkpoints. Every case must end in the weights of an uninterrupted run, or in a
+one-line refusal; nothing in a run folder is unpickled."""
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fault_worker import config as fault_config
+from framemem.errors import FrameMemError
+from framemem.models.framemem import FrameMem
+from framemem.training.checkpoints import STATE_FILE, complete_checkpoints
+from framemem.training.trainer import pretrain
+
+WORKER = Path(__file__).parent / "fault_worker.py"
+
+
+def _work(run: Path, spec: str) -> int:
+    done = subprocess.run([sys.executable, str(WORKER), str(run), spec], capture_output=True, text=True, timeout=300)
+    if done.returncode not in (0, -9):
+        raise AssertionError(done.stderr[-2000:])
+    return done.returncode
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    x, y = FrameMem.from_pretrained(a).state_dict(), FrameMem.from_pretrained(b).state_dict()
+    assert x.keys() == y.keys()
+    for name in x:
+        assert torch.equal(x[name], y[name]), name
+
+
+def _losses(run: Path) -> dict:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run every faulted one must end equal to (in a child process too)."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert _work(run, "none") == 0
+    return run
+
+
+def test_kill_9_at_random_steps_and_during_checkpoint_writes_resumes_exactly(straight, tmp_path):
+    rng = np.random.default_rng(2026)
+    run = tmp_path / "run"
+    kills = [f"step:{rng.integers(1, 4)}", f"save:{rng.integers(1, 3)}", f"step:{rng.integers(1, 3)}"]
+    for spec in kills:
+        assert _work(run, spec) == -9, spec  # killed where asked
+    assert _work(run, "none") == 0
+    _same_weights(straight / "model", run / "model")
+    assert _losses(run) == _losses(straight)
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated model", "truncated optimizer", "broken state", "missing ema"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_with_a_warning(straight, tmp_path, damage, caplog):
+    run = tmp_path / "run"
+    pretrain(fault_config(), run)
+    latest = complete_checkpoints(run)[0]
+    assert latest.name == "step-6"
+    target = {"truncated model": "model.safetensors", "truncated optimizer": "optimizer.safetensors",
+              "broken state": STATE_FILE, "missing ema": "ema.safetensors"}[damage]
+    if damage == "missing ema":
+        (latest / target).unlink()
+    else:
+        data = (latest / target).read_bytes()
+        (latest / target).write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="framemem"):
+        pretrain(fault_config(), run, resume=True)
+    assert "step-6" in caplog.text and "trying the checkpoint before it" in caplog.text
+    _same_weights(straight / "model", run / "model")  # trained on from step 4 to the same end
+
+
+def test_when_no_checkpoint_reads_back_resume_says_so(tmp_path):
+    config = fault_config()
+    config.train.steps = 2
+    pretrain(config, tmp_path / "run")
+    for ckpt in complete_checkpoints(tmp_path / "run"):
+        (ckpt / "model.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(FrameMemError, match="no checkpoint reads back whole"):
+        pretrain(fault_config(), tmp_path / "run", resume=True)
+
+
+class _Planted:
+    """Unpickling this creates the file MARKER: the proof that a load ran code."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickles_planted_in_a_run_folder_are_never_loaded(tmp_path):
+    config = fault_config()
+    config.train.steps = 2
+    run = tmp_path / "run"
+    pretrain(config, run)
+    ckpt = complete_checkpoints(run)[0]
+    planted = _Planted()
+    planted.marker = str(tmp_path / "code-ran")
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scaler.pt"):
+        (ckpt / name).write_bytes(pickle.dumps(planted))
+    config.train.steps = 4
+    pretrain(config, run, resume=True, accept_changes=True)
+    assert not (tmp_path / "code-ran").exists()
+    # a checkpoint in the old Accelerate layout (pickled optimizer and EMA) is refused, not read
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    for other in complete_checkpoints(run):
+        if other != ckpt:
+            other.rename(other.with_name(".gone-" + other.name))
+    state.pop("format")
+    (ckpt / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(FrameMemError, match="older framemem .*pickled"):
+        pretrain(config, run, resume=True, accept_changes=True)
+    assert not (tmp_path / "code-ran").exists()
