@@ -56,3 +56,36 @@ def test_finetune_budget_follows_ar_overrides(argv, steps, lr):
     config = _preset_with_overrides(args, stage=2)
     assert (config.train.steps, config.train.lr) == (steps, lr)
     assert (config.ar.steps, config.ar.lr) == (steps, lr)  # the recorded config says what ran
+
+
+def _edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, last = key.split("__")
+        for parent in parents:
+            target = target[parent]
+        target[last] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("transformer/config.json", {"num_layers": 2}), "transformer/config.json has num_layers 2, framemem.json 1"),
+    (("transformer/config.json framemem.json", {"num_layers": 2, "model__transformer__num_layers": 2}),
+     "config.json says num_layers 2, the weights hold 1 blocks"),
+    (("framemem.json", {"model__rate": [2, 2, 8]}), r"framemem.json has rate \(2, 2, 8\), memory_encoder/config.json \[4, 4, 2\]"),
+    (("memory_encoder/config.json", {"rate": [2, 2, 8]}), r"framemem.json has rate \(4, 4, 2\), memory_encoder/config.json \[2, 2, 8\]"),
+    (("memory_encoder/config.json framemem.json", {"widths": [8, 16, 32, 64], "model__encoder_widths": [8, 16, 32, 64]}),
+     r"does not match its config \(attention.attn.in_proj_bias expected shape torch.Size\(\[192\]\), but got"),
+    (("framemem.json", {"model__codec_factor": 2}), "the DiT's in_channels is 48, the space_to_depth codec gives 12"),
+])
+def test_a_checkpoint_whose_configs_disagree_with_its_weights_is_refused(config, tmp_path, edit, message):
+    from framemem.models.framemem import FrameMem
+
+    FrameMem.build(config).save_pretrained(tmp_path / "ckpt")
+    files, changes = edit
+    for name in files.split():
+        ours = {k: v for k, v in changes.items() if (k.startswith("model__") == (name == "framemem.json"))}
+        _edit_json(tmp_path / "ckpt" / name, **ours)
+    with pytest.raises(FrameMemError, match=message):
+        FrameMem.from_pretrained(tmp_path / "ckpt")

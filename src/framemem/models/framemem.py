@@ -15,6 +15,7 @@ A fully trained DiT fine-tuned with a stage-2 LoRA is saved with the LoRA fused 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 
 from .memory_dit import MemoryDiT, build_transformer
 from .codecs import LatentCodec, build_codec, check_divisible
@@ -144,6 +146,9 @@ class FrameMem(nn.Module):
             raise FrameMemError(f"{path}: not a framemem checkpoint (no framemem.json)")
         config = FrameMemConfig.load(path / "framemem.json")
         codec = build_codec(config.model)
+        problem = config_disagreement(path, config, codec.channels)
+        if problem:
+            raise FrameMemError(f"{path}: {problem}; a checkpoint's configs and weights must agree")
         try:
             if (path / "transformer").is_dir():
                 transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=torch.float32)
@@ -160,11 +165,90 @@ class FrameMem(nn.Module):
                 text_encoder = HashedTextEncoder.from_pretrained(path / "text_encoder", torch_dtype=torch.float32)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first.split(". If you want")[0].replace("Cannot load  because ", "")  # diffusers' size mismatch
             raise FrameMemError(f"{path}: checkpoint is incomplete or does not match its config ({first})") from None
         if encoder.config.dit_width != dit.inner_dim or encoder.config.latent_channels != codec.channels:
             raise FrameMemError(f"{path}: memory encoder and DiT/codec widths do not match")
+        problem = weights_disagreement(path, {"transformer": transformer, "memory_encoder": encoder,
+                                              "text_encoder": text_encoder})
+        if problem:
+            raise FrameMemError(f"{path}: {problem}; a checkpoint's configs and weights must agree")
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder, text_encoder).eval()
+
+
+def config_disagreement(path: Path, config: FrameMemConfig, codec_channels: int) -> str | None:
+    """The first way a checkpoint's configs disagree, read before any weights (a rate edited
+    in one config but not the other would load silently): framemem.json against each part's
+    config, and the codec's channels against the DiT's."""
+    mc = config.model
+
+    def same(a, b) -> bool:
+        plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+        return json.dumps(plain(a)) == json.dumps(plain(b))
+
+    if (path / "transformer" / "config.json").is_file():
+        dit = _read_json(path / "transformer" / "config.json")
+        for name, value in mc.transformer.items():
+            if name in dit and not same(dit[name], value):
+                return f"transformer/config.json has {name} {dit[name]}, framemem.json {value}"
+        for name in ("in_channels", "out_channels"):
+            if name in dit and dit[name] != codec_channels:
+                return f"the DiT's {name} is {dit[name]}, the {mc.codec} codec gives {codec_channels} channels"
+    if (path / "memory_encoder" / "config.json").is_file():
+        enc = _read_json(path / "memory_encoder" / "config.json")
+        if "rate" in enc:
+            for name, ours, key in (("rate", mc.rate, "rate"), ("encoder_widths", mc.encoder_widths, "widths"),
+                                    ("encoder_attention_heads", mc.encoder_attention_heads, "attention_heads")):
+                if key in enc and not same(ours, enc[key]):
+                    return f"framemem.json has {name} {ours}, memory_encoder/config.json {enc[key]}"
+    return None
+
+
+def weights_disagreement(path: Path, parts: dict) -> str | None:
+    """The first weights file that does not fit the module built from its config (diffusers
+    only warns about weights missing from a file)."""
+    for folder, module in parts.items():
+        lora_on_top = folder == "transformer" and (path / "transformer_lora").is_dir()
+        if module is not None and (path / folder).is_dir() and not lora_on_top:
+            problem = _weights_disagree(path / folder, module)
+            if problem:
+                return f"{folder}: {problem}"
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FrameMemError(f"{path}: not readable JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise FrameMemError(f"{path}: not a config (a JSON object)")
+    return data
+
+
+def _weights_disagree(folder: Path, module: nn.Module) -> str | None:
+    """Names and shapes in the folder's safetensors files against the module's state dict."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None  # a module without weights (e.g. only_lr's φ)
+    stored = {}
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            stored.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if "blocks.0.attn1.to_q.weight" in expected:  # name the DiT's depth rather than a key
+        depth = lambda keys: len({k.split(".")[1] for k in keys if k.startswith("blocks.")})  # noqa: E731
+        if depth(stored) != depth(expected):
+            return f"config.json says num_layers {depth(expected)}, the weights hold {depth(stored)} blocks"
+    missing, extra = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    if missing or extra:
+        first = missing[0] if missing else extra[0]
+        return f"{len(missing)} weights missing from the files, {len(extra)} not in config.json (e.g. {first})"
+    wrong = [k for k in expected if stored[k] != expected[k]]
+    if wrong:
+        return f"{wrong[0]} is {list(stored[wrong[0]])} in the files, {list(expected[wrong[0]])} by config.json"
+    return None
 
 
 def section_latent_frames(model: FrameMem) -> int:
