@@ -89,3 +89,98 @@ def test_a_checkpoint_whose_configs_disagree_with_its_weights_is_refused(config,
         _edit_json(tmp_path / "ckpt" / name, **ours)
     with pytest.raises(FrameMemError, match=message):
         FrameMem.from_pretrained(tmp_path / "ckpt")
+
+
+@pytest.fixture
+def story(tmp_path):
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps({"prompts": [{"at": 0, "prompt": "a red square"}, {"at": 2, "prompt": "a brick wall"}]}))
+    return path
+
+
+def _generate(story, out, *extra):
+    from framemem.cli.main import main
+
+    return main(["generate", "--storyboard", str(story), "--seconds", "3", "--steps", "2", "--out", str(out), *extra])
+
+
+def test_generate_checks_its_output_before_the_first_section(story, tmp_path, capsys, monkeypatch):
+    from framemem.pipelines import FrameMemPipeline
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(FrameMemPipeline, "from_pretrained", no_model)
+    (tmp_path / "a-file").write_text("")
+    assert _generate(story, tmp_path / "a-file" / "story.mp4") == 2
+    assert "framemem: error:" in capsys.readouterr().err
+    (tmp_path / "old.mp4").write_bytes(b"earlier work")
+    assert _generate(story, tmp_path / "old.mp4") == 2
+    assert "already exist(s); pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "old.mp4").read_bytes() == b"earlier work"
+    from framemem.cli.main import main
+
+    assert main(["generate", "--storyboard", str(story), "--seconds", "100000", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "pass --allow-long" in capsys.readouterr().err
+
+
+def test_generate_streams_sections_and_keeps_what_was_made_when_it_fails(story, tmp_path, capsys, monkeypatch):
+    import av
+
+    from framemem.pipelines import FrameMemPipeline
+
+    calls, original = [0], FrameMemPipeline.denoise_section
+
+    def crash_on_third(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrameMemPipeline, "denoise_section", crash_on_third)
+    with pytest.raises(RuntimeError):
+        _generate(story, tmp_path / "story.mp4")
+    assert not (tmp_path / "story.mp4").exists()
+    record = json.loads((tmp_path / "story.json").read_text())
+    assert len(record["sections"]) == 2 and record["complete"] is False
+    with av.open(str(tmp_path / "story.partial.mp4")) as f:
+        frames = sum(1 for _ in f.decode(video=0))
+    assert frames == 2 * 4  # two 1 s sections at the tiny preset's 4 fps
+    monkeypatch.undo()
+    assert _generate(story, tmp_path / "story.mp4", "--overwrite") == 0
+    assert not (tmp_path / "story.partial.mp4").exists()
+    assert "sections of 1s, 2 steps each: about" in capsys.readouterr().out
+    with av.open(str(tmp_path / "story.mp4")) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 12
+    assert json.loads((tmp_path / "story.json").read_text())["complete"] is True
+
+
+def test_a_pipeline_asked_for_no_frames_keeps_none():
+    import torch
+
+    from framemem.pipelines import FrameMemPipeline
+
+    pipe = FrameMemPipeline.from_pretrained("tiny-ar")
+    seen = []
+    out = pipe(prompt="a red square", seconds=2, num_inference_steps=1, output_type=None,
+               generator=torch.Generator().manual_seed(0), callback_on_section_end=lambda p, i, x, r: seen.append(x.shape))
+    assert out.frames is None and len(seen) == 2
+
+
+def test_a_streamed_video_plays_up_to_the_last_second_written_if_the_process_dies(tmp_path):
+    import shutil
+
+    import av
+    import numpy as np
+
+    from framemem.data.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "live.mp4", 4.0, 32, 32, streaming=True)
+    rng = np.random.default_rng(0)
+    for second in range(1, 4):
+        writer.write(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+        shutil.copy(tmp_path / "live.mp4", tmp_path / f"killed-{second}.mp4")  # what a kill now would leave
+    writer.close()
+    for second in range(1, 4):
+        with av.open(str(tmp_path / f"killed-{second}.mp4")) as f:
+            assert sum(1 for _ in f.decode(video=0)) >= 4 * second - 1  # at most the frame awaiting its keyframe is lost

@@ -115,7 +115,7 @@ def cmd_generate(args) -> None:
     from ..outputs import generate_command
 
     generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
-                     args.init_video, args.cfg, args.seed, args.steps)
+                     args.init_video, args.cfg, args.seed, args.steps, args.overwrite, args.allow_long)
 
 
 def cmd_cache(args) -> None:
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
     p.add_argument("--out", default="generated.mp4",
                    help="an .mp4; a contact sheet and the sections go beside it as .png and .json")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and its .png, .json) if they exist")
+    p.add_argument("--allow-long", action="store_true", help="allow --seconds above 300")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")

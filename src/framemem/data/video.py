@@ -118,22 +118,47 @@ def load_frames(path: str | Path, fps: float, height: int, width: int) -> torch.
     return torch.from_numpy(np.ascontiguousarray(center_crop(read_video(path, fps, height, width), height, width)))
 
 
+class VideoWriter:
+    """Write uint8 frames (T, H, W, 3) to a video as they come, H.264 when available (else
+    MPEG-4). With `streaming`, the file is a fragmented MP4 with a keyframe each second, so
+    what was written plays even if the process is killed before `close`."""
+
+    def __init__(self, path: str | Path, fps: float, height: int, width: int, streaming: bool = False):
+        options = {}
+        if streaming:  # a fragment per keyframe, each on disk as soon as it is complete
+            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        self.container = av.open(str(path), mode="w", options=options)
+        rate = Fraction(fps).limit_denominator(1000)
+        x264 = {"crf": "12", **({"tune": "zerolatency"} if streaming else {})}  # no lookahead: frames leave at once
+        try:
+            self.stream = self.container.add_stream("libx264", rate=rate, options=x264)
+        except (av.error.FFmpegError, ValueError):
+            self.stream = self.container.add_stream("mpeg4", rate=rate)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p"
+        if streaming:
+            self.stream.gop_size = max(1, round(fps))
+        self.frames = 0
+
+    def write(self, frames) -> None:
+        for image in np.asarray(frames):
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                self.container.mux(packet)
+            self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
 def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float) -> None:
     """Write uint8 (T, H, W, 3) to an mp4 (H.264 when available, else MPEG-4), atomically."""
     frames = np.asarray(frames)
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
-        rate = Fraction(fps).limit_denominator(1000)
-        try:
-            stream = container.add_stream("libx264", rate=rate, options={"crf": "12"})
-        except (av.error.FFmpegError, ValueError):
-            stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    with atomic_path(path) as tmp:
+        writer = VideoWriter(tmp, fps, frames.shape[1], frames.shape[2])
+        writer.write(frames)
+        writer.close()
 
 
 def caption_of(path: str | Path) -> str | None:

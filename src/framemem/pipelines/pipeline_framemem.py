@@ -92,6 +92,40 @@ class FrameMemPipeline(FrameMemPipelineBase):
         """A memory saved with `MemoryState.save`, checked against this model."""
         return MemoryState.load(path, self.model)
 
+    def section_count(self, seconds: float, continuing: bool = False) -> int:
+        """Sections `seconds` of new video take (after a history when `continuing`)."""
+        codec, fps = self.codec, self.framemem_config.model.fps
+        section = section_latent_frames(self.model)
+        wanted = max(1, int(round(seconds * fps)))
+        per_section = section * codec.temporal_factor  # a causal codec's first section has 1 + tf·(S−1)
+        first = per_section if continuing else codec.pixel_frames(section)
+        return 1 + max(0, -(-(wanted - first) // per_section))
+
+    @torch.no_grad()
+    def estimate_seconds(self, seconds: float, num_inference_steps: int, guidance_scale: float) -> float:
+        """Wall time `seconds` of new video would take here, from one timed DiT evaluation
+        with a full history window of memory tokens (denoising only, so a lower bound)."""
+        import time
+
+        model, mc = self.model, self.framemem_config.model
+        device = self._execution_device
+        branches = 1 if guidance_scale == 1 else 2
+        section = section_latent_frames(model)
+        shape = (branches, self.codec.channels, section, *self.codec.latent_shape(1, mc.height, mc.width)[1:])
+        window = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames)
+        tokens = model.token_counts(window, mc.height, mc.width)["memory"]
+        memory = MemoryTokens(torch.zeros(branches, tokens, model.dit.inner_dim, device=device),
+                              torch.zeros(tokens, 3, device=device), None)
+        frames = torch.arange(section, device=device).float()[None].expand(branches, -1)
+        text = self.encode_prompt(["", ""])[:branches]
+        x, t = torch.zeros(shape, device=device), torch.full((branches, 1), 0.5, device=device)
+        timings = []
+        for _ in range(2):  # the first call pays one-off costs
+            start = time.perf_counter()
+            model.dit(x, frames, t.expand(branches, section), memory, text)
+            timings.append(time.perf_counter() - start)
+        return timings[-1] * num_inference_steps * self.section_count(seconds)
+
     # ---- one section ---------------------------------------------------------------------
     def denoise_section(self, memory: MemoryTokens | None, offset: int, prompt_embeds: torch.Tensor,
                         latents: torch.Tensor, num_inference_steps: int, guidance_scale: float,
@@ -145,7 +179,8 @@ class FrameMemPipeline(FrameMemPipelineBase):
                 image (held still for one memory block), or a `MemoryState` (not modified).
             num_inference_steps, guidance_scale: per section (defaults: the checkpoint's).
             generator: a torch.Generator for the noise of every section.
-            output_type: "pil", "np", "pt" or "latent".
+            output_type: "pil", "np", "pt" or "latent"; None keeps no frames (RAM stays bounded by
+                the history window: take each section from `callback_on_section_end`).
             callback_on_step_end: `fn(pipe, step, timestep, kwargs) -> kwargs` after every
                 denoising step of every section (`pipe.section_index` tells which);
                 kwargs holds `callback_on_step_end_tensor_inputs` ("latents", "prompt_embeds");
@@ -167,7 +202,8 @@ class FrameMemPipeline(FrameMemPipelineBase):
         steps = ar.sample_steps if num_inference_steps is None else num_inference_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise FrameMemError(f"num_inference_steps must be a positive integer (got {steps!r})")
-        self._check_output_type(output_type)
+        if output_type is not None:  # None: nothing kept (stream the sections with callback_on_section_end)
+            self._check_output_type(output_type)
         self._check_callback_inputs(callback_on_step_end_tensor_inputs)
         if sum(x is not None for x in (video, image, memory)) > 1:
             raise FrameMemError("give at most one of video, image and memory to continue")
@@ -186,9 +222,7 @@ class FrameMemPipeline(FrameMemPipelineBase):
         section = section_latent_frames(model)
         h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
         wanted = max(1, int(round(seconds * mc.fps)))  # new pixel frames
-        per_section = section * codec.temporal_factor  # a causal codec's first section has 1 + tf·(S−1)
-        first = codec.pixel_frames(section) if state.decode_past is None else per_section
-        count = 1 + max(0, -(-(wanted - first) // per_section))
+        count = self.section_count(seconds, continuing=state.decode_past is not None)
         self._interrupt = False
         pieces, latents_out, records = [], [], []
         for index in self.progress_bar(range(count)):
@@ -205,8 +239,10 @@ class FrameMemPipeline(FrameMemPipelineBase):
                                       on_step)
             pixels = codec.decode_after(x0, state.decode_past).clamp(-1, 1)
             state.append(x0, section_low_res(model, state, pixels, section), pixels)
-            pieces.append(pixels.cpu())
-            latents_out.append(x0.cpu())
+            if output_type == "latent":
+                latents_out.append(x0.cpu())
+            elif output_type is not None:
+                pieces.append(pixels.cpu())
             records.append({"start_seconds": round(start, 3), "prompt": text,
                             "memory_tokens": 0 if tokens is None else tokens.tokens.shape[1]})
             if callback_on_section_end is not None:
@@ -215,7 +251,9 @@ class FrameMemPipeline(FrameMemPipelineBase):
                 break
         self.maybe_free_model_hooks()
 
-        if output_type == "latent":
+        if output_type is None:
+            frames = None
+        elif output_type == "latent":
             frames = torch.cat(latents_out, dim=2)
         else:
             frames = self._postprocess(torch.cat(pieces, dim=2)[:, :, :wanted], output_type)
