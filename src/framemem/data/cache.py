@@ -108,7 +108,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
 
     from ..models.codecs import build_codec
     from ..models.memory_encoder import MemoryEncoder
-    from .video import caption_of, center_crop, list_videos, read_video, video_size
+    from .video import MIN_VIDEO_SECONDS, caption_of, center_crop, list_videos, read_video, video_size
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -168,6 +168,8 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
             bucket = pick_bucket(video_size(path), choices)
             height, width = choices[bucket]
             frames = center_crop(read_video(path, mc.fps, height, width, max_frames), height, width)
+            if len(frames) < int(mc.fps * MIN_VIDEO_SECONDS):  # training would never draw it
+                raise FrameMemError(f"{path}: too short ({len(frames)} frames < {int(mc.fps * MIN_VIDEO_SECONDS)})")
         except FrameMemError as err:
             log.warning("skipping: %s", err)
             pending.append({"source": str(path), "skipped": str(err)})

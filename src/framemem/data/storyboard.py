@@ -55,7 +55,9 @@ class Storyboard:
                 raise FrameMemError(f"{where}: 'at' must be a finite, non-negative number of seconds, not {at}")
             if times and at <= times[-1]:
                 raise FrameMemError(f"{where}: times must increase ({at} comes after {times[-1]})")
-            if not isinstance(prompt, str) or not prompt.strip():
+            if not isinstance(prompt, str):  # YAML reads `prompt: 42` as a number
+                raise FrameMemError(f"{where}: 'prompt' must be text, not {prompt!r} (quote it in YAML)")
+            if not prompt.strip():
                 raise FrameMemError(f"{where}: empty prompt")
             times.append(float(at))
             prompts.append(prompt.strip())

@@ -21,6 +21,7 @@ from ..files import atomic_path
 
 log = logging.getLogger("framemem")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+MIN_VIDEO_SECONDS = 1.0  # shorter videos are skipped by the datasets and the cache alike
 
 
 def to_model(frames: torch.Tensor) -> torch.Tensor:
@@ -55,17 +56,22 @@ def read_video(path: str | Path, fps: float, height: int, width: int, max_frames
     height x width. Returns uint8 (T, H', W', 3) with H' >= height, W' >= width (not cropped).
     Raises FrameMemError when the file is missing or not a decodable video."""
     path = Path(path)
+    if path.is_dir():
+        raise FrameMemError(f"{path}: is a folder, not a video file")
     if not path.is_file():
         raise FrameMemError(f"{path}: no such file")
     frames: list[np.ndarray] = []
+    decoded, declared, damage = 0, None, []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise FrameMemError(f"{path}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            declared = stream.frames or None  # what the header promises (0: not stated)
             next_time = 0.0
-            for frame in container.decode(stream):
+            for frame in _decode_until_damage(container, stream, damage):
+                decoded += 1
                 if frame.pts is None or frame.time_base is None:
                     time = next_time
                 else:
@@ -85,7 +91,27 @@ def read_video(path: str | Path, fps: float, height: int, width: int, max_frames
         raise FrameMemError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
     if not frames:
         raise FrameMemError(f"{path}: no frames could be decoded")
+    stopped_early = max_frames is not None and len(frames) >= max_frames
+    if not stopped_early and (damage or (declared and decoded < declared - 1)):
+        log.warning("framemem: warning: %s looks truncated: %s of its %s frames decoded%s; using the %.1f s that "
+                    "could be read", path, decoded, declared or "?", f" ({damage[0]})" if damage else "",
+                    len(frames) / fps)
     return np.stack(frames)
+
+
+def _decode_until_damage(container, stream, damage: list):
+    """Frames of `stream` until the file ends or turns out damaged (a truncated download):
+    the frames before the damage are kept, and what stopped it is appended to `damage`."""
+    iterator = container.decode(stream)
+    while True:
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError as err:
+            damage.append(f"{type(err).__name__}: {err}")
+            return
+        yield frame
 
 
 def video_size(path: str | Path) -> tuple[int, int]:

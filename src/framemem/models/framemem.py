@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from .memory_dit import MemoryDiT, build_transformer
 from .codecs import LatentCodec, build_codec, check_divisible
 from ..config import FrameMemConfig
 from ..errors import FrameMemError
-from ..files import default_permissions
+from ..files import default_permissions, remove_stale_temporaries, temporary_name
 from .framepack import FramePackEncoder
 from .memory_encoder import VARIANTS as ENCODER_VARIANTS
 from .memory_encoder import MemoryEncoder, MemoryTokens
@@ -104,7 +103,10 @@ class FrameMem(nn.Module):
         `extra(folder)` writes more files into it before the rename (a pipeline's own)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        remove_stale_temporaries(path.parent, path.name)  # what killed saves left
+        tmp = path.parent / temporary_name(path.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700)
         try:
             self.config.save(tmp / "framemem.json")
             _save_module(self.encoder, tmp / "memory_encoder", dtype)

@@ -23,10 +23,7 @@ from ..errors import FrameMemError
 def video_frames(video, height: int, width: int, fps: float, what: str = "video") -> torch.Tensor:
     """Any accepted video -> uint8 (T, height, width, 3)."""
     if isinstance(video, (str, Path)):
-        path = Path(video)
-        if path.is_dir():
-            raise FrameMemError(f"{what} {path}: a folder, not a video file")
-        return load_frames(path, fps, height, width)
+        return load_frames(Path(video), fps, height, width)  # a folder, a missing file: one line of its own
     if isinstance(video, Image.Image):
         raise FrameMemError(f"{what}: one image is not a video (pass it as `image=`, or a list of images)")
     if isinstance(video, (list, tuple)):

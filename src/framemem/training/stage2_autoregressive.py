@@ -166,7 +166,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     from ..models.framemem import FrameMem, build_memory_encoder
     from ..models.text_encoders import build_text_encoder
     from .trainer import Trainer, prepare_run_folder
-    from ..data.video import VideoDataset
+    from ..data.video import MIN_VIDEO_SECONDS, VideoDataset
 
     run_dir = Path(run_dir)
     prepare_run_folder(config, run_dir, resume, accept_changes)
@@ -195,7 +195,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     model.train()
 
     mc, tc = config.model, config.train
-    dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps)) if data is not None else None
+    dataset = VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * MIN_VIDEO_SECONDS)) if data is not None else None
     render = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames + section_latent_frames(model))
     sampler = HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool, render_frames=render)
     if cache is not None:

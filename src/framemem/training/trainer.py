@@ -355,10 +355,10 @@ def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, v
 def history_sampler(config: FrameMemConfig, data=None):
     """Training videos: the procedural generator, mixed with the videos of `data` when given."""
     from ..data.histories import HistorySampler
-    from ..data.video import VideoDataset
+    from ..data.video import MIN_VIDEO_SECONDS, VideoDataset
 
     mc, tc = config.model, config.train
-    dataset = None if data is None else VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * 1.0))
+    dataset = None if data is None else VideoDataset(data, mc.fps, mc.height, mc.width, min_frames=int(mc.fps * MIN_VIDEO_SECONDS))
     return HistorySampler(mc, dataset, tc.procedural_fraction, tc.procedural_pool)
 
 
