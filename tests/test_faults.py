@@ -119,3 +119,106 @@ def test_pickles_planted_in_a_run_folder_are_never_loaded(tmp_path):
     with pytest.raises(FrameMemError, match="older framemem .*pickled"):
         pretrain(config, run, resume=True, accept_changes=True)
     assert not (tmp_path / "code-ran").exists()
+
+
+def _broken(kind: str, path: Path, good: Path) -> None:
+    """A file of one kind of damage a real collection holds."""
+    import av
+
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(len(path.name)).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("this is not a video")
+    elif kind == "header only":
+        path.write_bytes(good.read_bytes()[:300])
+    elif kind == "audio only":
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("aac", rate=8000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            for packet in [*stream.encode(frame), *stream.encode()]:
+                container.mux(packet)
+    elif kind == "too short":
+        from framemem.data.video import write_video
+
+        write_video(path, np.zeros((1, 64, 64, 3), dtype=np.uint8), 8.0)
+
+
+KINDS = ("empty", "random bytes", "text", "header only", "audio only", "too short")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_collections_with_a_third_to_half_broken_files_count_right(seed, tmp_path, procedural_mp4, config):
+    from framemem.data.cache import build_cache
+    from framemem.data.video import VideoDataset
+
+    rng = np.random.default_rng(seed)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    good_count = int(rng.integers(4, 7))
+    broken_count = int(rng.integers(int(np.ceil(good_count * 0.5)), good_count + 1))  # 33-50 % of the files
+    goods = [procedural_mp4(2.0, f"videos/good-{i}.mp4", seed=i) for i in range(good_count)]
+    kinds = [KINDS[i % len(KINDS)] for i in rng.permutation(broken_count)]
+    for i, kind in enumerate(kinds):
+        _broken(kind, folder / f"broken-{i}.mp4", goods[0])
+    dataset = VideoDataset(folder, fps=4.0, height=32, width=32, min_frames=4)
+    assert sorted(p.name for p in dataset.usable) == sorted(g.name for g in goods)
+    assert len(dataset.skipped) == broken_count, dataset.skipped
+    assert dataset.summary() == f"{good_count} usable videos, {broken_count} skipped"
+    config.model.fps = 4.0
+    manifest = build_cache(config, folder, tmp_path / "cache")
+    assert (len(manifest["videos"]), len(manifest["skipped"])) == (good_count, broken_count)
+
+
+def _commands():
+    """(name, subparser) of every command of the CLI, `bench X` included."""
+    import argparse
+
+    from framemem.cli.main import build_parser
+
+    def subparsers(parser):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    found = []
+    for name, sub in subparsers(build_parser()).items():
+        if name == "bench":
+            found += [(f"bench {k}", v) for k, v in subparsers(sub).items()]
+        else:
+            found.append((name, sub))
+    return found
+
+
+def _required(sub) -> list[str]:
+    return [word for a in sub._actions if a.required and a.option_strings for word in (a.option_strings[0], "x")]
+
+
+def _bad_arguments():
+    """For every command: an unknown option, each required option left out, and each typed
+    or restricted option given a value it refuses."""
+    cases = []
+    for name, sub in _commands():
+        required = _required(sub)
+        cases.append((name, [*required, "--no-such-option"]))
+        for action in sub._actions:
+            if action.required and action.option_strings:
+                rest = [w for a in sub._actions if a.required and a.option_strings and a is not action
+                        for w in (a.option_strings[0], "x")]
+                cases.append((name, rest))
+            if action.option_strings and (action.type is not None or action.choices) and action.nargs in (None, "+"):
+                for value in ("nan", "-1", "abc"):
+                    cases.append((name, [*required, action.option_strings[0], value]))
+    return cases
+
+
+@pytest.mark.parametrize("name, argv", _bad_arguments(), ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_every_command_refuses_bad_arguments_in_one_line(name, argv, capsys):
+    from framemem.cli.main import main
+
+    code = main([*name.split(), *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("framemem: error: "), err
+    assert "Traceback" not in err
