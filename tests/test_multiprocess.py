@@ -31,6 +31,6 @@ def test_two_processes_train_both_stages_in_sync_and_resume_on_one(tmp_path, con
     config.train.steps = config.train.checkpoint_every = 2
     resumed = pretrain(config, run, resume=True)  # one process reads the 2-process checkpoint
     assert fingerprint(resumed.unwrapped) == ranks[0]["weights"]
-    config.train.steps = 3
-    resumed = pretrain(config, run, resume=True)
+    config.train.steps = 3  # a longer run: a changed setting, applied on request
+    resumed = pretrain(config, run, resume=True, accept_changes=True)
     assert resumed.step == 3 and fingerprint(resumed.unwrapped) != ranks[0]["weights"]
