@@ -16,7 +16,8 @@ from conftest import small_config  # noqa: E402
 
 import framemem.training.checkpoints as checkpoints  # noqa: E402
 import framemem.training.stage1_retrieval as stage1  # noqa: E402
-from framemem.training.trainer import latest_checkpoint, pretrain  # noqa: E402
+from framemem.training.checkpoints import latest_checkpoint  # noqa: E402
+from framemem.training.trainer import pretrain  # noqa: E402
 
 
 def config():

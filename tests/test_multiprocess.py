@@ -7,7 +7,8 @@ from pathlib import Path
 from ddp_worker import fingerprint
 
 from framemem.models.framemem import FrameMem
-from framemem.training.trainer import latest_checkpoint, pretrain
+from framemem.training.checkpoints import latest_checkpoint
+from framemem.training.trainer import pretrain
 
 
 def test_two_processes_train_both_stages_in_sync_and_resume_on_one(tmp_path, config):

@@ -11,7 +11,8 @@ from framemem.errors import FrameMemError
 from framemem.files import read_jsonl
 from framemem.models.framemem import FrameMem
 from framemem.training.stage1_retrieval import memory_diagnostics, retrieval_loss, select_omega
-from framemem.training.trainer import latest_checkpoint, pretrain, step_generators
+from framemem.training.checkpoints import latest_checkpoint
+from framemem.training.trainer import pretrain, step_generators
 
 
 def test_omega_is_random_across_steps():

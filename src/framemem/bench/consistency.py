@@ -110,7 +110,7 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
     """Stage 1 (where the variant has one) and stage 2; resumable; returns the stage-2 model."""
     from ..training.stage2_autoregressive import finetune
     from .retrieval_table import release_run, run_config, train_run
-    from ..training.trainer import latest_checkpoint
+    from ..training.checkpoints import latest_checkpoint
 
     stage1_variant = "only_lr" if variant == "only_lr" else "proposed"
     stage1 = runs / f"stage1-{stage1_variant}-seed{seed}"

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
 
 from ..errors import FrameMemError
 from ..files import write_json
+from .arguments import _non_negative_int, _Parser, _parse_times, _positive
 
 from ..hub import pretrained
 
@@ -138,44 +138,6 @@ def cmd_retrieve(args) -> None:
     retrieve_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, times, args.out, args.steps, args.sampler, args.seed)
 
 
-def _positive(kind=float):
-    """An argparse type: a finite number > 0 (a count, a length, a rate)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-        return value
-    return parse
-
-
-SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
-
-
-def _non_negative_int(text: str) -> int:
-    """An argparse type for seeds: integers from 0 below 2**63 (what torch's generators take)."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer >= 0")
-    if int(text) >= SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"{text} is too large (seeds go up to 2**63 - 1)")
-    return int(text)
-
-
-def _parse_times(text: str) -> list[float]:
-    try:
-        times = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise FrameMemError(f"--times '{text}': expected comma-separated seconds, e.g. 1.5,7.0,18.2") from None
-    if not times:
-        raise FrameMemError("--times: give at least one time in seconds")
-    twice = sorted({t for t in times if times.count(t) > 1})
-    if twice:
-        raise FrameMemError(f"--times: {', '.join(f'{t:g}' for t in twice)} given more than once")
-    return times
-
-
 def cmd_demo(args) -> None:
     from ..outputs import demo_command
 
@@ -273,29 +235,6 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-dtype", choices=["fp32", "fp16", "bf16"], default=None,
                    help="precision of the exported model/ (default: fp32)")
     p.add_argument("--cache", help="train from a `framemem cache` folder instead of decoding videos")
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, where it has one."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
-                or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)".lstrip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error of every other bad input (no usage block), and
-    defaults in the help."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"framemem: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,14 +17,19 @@ damaged one (a truncated file, broken JSON) is refused whole and the one before 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 
+from ..config import FrameMemConfig
 from ..errors import FrameMemError
+
+log = logging.getLogger("framemem")
 
 STATE_FILE = "trainer_state.json"
 FORMAT = "framemem-checkpoint/2"
@@ -151,3 +156,40 @@ def _aliases(model: torch.nn.Module) -> set[str]:
         elif key is not None:
             seen[key] = name
     return aliases
+
+
+def prepare_run_folder(config: FrameMemConfig, run_dir: str | Path, resume: bool, accept_changes: bool = False) -> None:
+    """Check a run folder before anything is built, and settle the settings a resume trains
+    with: the run's recorded ones (train and ar), unless `accept_changes`; either way the
+    differences are named. A fresh run never replaces the model or log of another."""
+    run_dir = Path(run_dir)
+    found = complete_checkpoints(run_dir)
+    if not resume:
+        if found:
+            raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
+        if (run_dir / "model" / "framemem.json").is_file():
+            raise FrameMemError(f"{run_dir} holds a trained model/ (and its log) but no checkpoints to resume: "
+                                "choose a new folder, or delete that one first")
+        return
+    for ckpt in found:
+        try:
+            recorded = FrameMemConfig.from_dict(read_state(ckpt)["config"])
+            break
+        except FrameMemError:  # damaged: `Trainer.resume` reports it and falls back
+            continue
+    else:
+        return
+    changed = []
+    for part in ("train", "ar"):
+        old, new = getattr(recorded, part), getattr(config, part)
+        for name in (f.name for f in dataclasses.fields(old)):
+            before, after = getattr(old, name), getattr(new, name)
+            if json.dumps(before) != json.dumps(after):
+                changed.append(f"{'ar.' if part == 'ar' else ''}{name} {before} -> {after}")
+                if not accept_changes:
+                    setattr(new, name, before)
+    if changed and accept_changes:
+        log.warning("framemem: warning: resuming %s with changed settings: %s", run_dir, ", ".join(changed))
+    elif changed:
+        log.warning("framemem: warning: --resume keeps the settings %s was trained with; not applied: %s "
+                    "(pass --accept-changes to train on with them)", run_dir, ", ".join(changed))

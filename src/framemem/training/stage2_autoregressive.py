@@ -165,7 +165,8 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     from ..data.histories import HistorySampler
     from ..models.framemem import FrameMem, build_memory_encoder
     from ..models.text_encoders import build_text_encoder
-    from .trainer import Trainer, prepare_run_folder
+    from .checkpoints import prepare_run_folder
+    from .trainer import Trainer
     from ..data.video import MIN_VIDEO_SECONDS, VideoDataset
 
     run_dir = Path(run_dir)

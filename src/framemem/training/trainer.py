@@ -12,7 +12,6 @@ Run folder:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -32,8 +31,8 @@ from ..config import FrameMemConfig
 from ..errors import FrameMemError
 from ..files import default_permissions, read_jsonl, write_text
 from ..models.framemem import FrameMem
-from .checkpoints import (DamagedCheckpoint, apply_checkpoint, complete_checkpoints, latest_checkpoint,
-                          read_checkpoint, read_state, write_checkpoint)
+from .checkpoints import (DamagedCheckpoint, apply_checkpoint, complete_checkpoints, prepare_run_folder,
+                          read_checkpoint, write_checkpoint)
 
 log = logging.getLogger("framemem")
 
@@ -302,43 +301,6 @@ def history_lengths(model: FrameMem, full: int, minimum: float | None) -> list[i
     latent_full = model.codec.latent_frames(full)
     lengths = [model.codec.pixel_frames(n) for n in range(block, latent_full + 1, block)]
     return [n for n in lengths if n >= minimum] or [full]
-
-
-def prepare_run_folder(config: FrameMemConfig, run_dir: str | Path, resume: bool, accept_changes: bool = False) -> None:
-    """Check a run folder before anything is built, and settle the settings a resume trains
-    with: the run's recorded ones (train and ar), unless `accept_changes`; either way the
-    differences are named. A fresh run never replaces the model or log of another."""
-    run_dir = Path(run_dir)
-    found = complete_checkpoints(run_dir)
-    if not resume:
-        if found:
-            raise FrameMemError(f"{run_dir} already holds checkpoints: pass --resume, or choose a new folder")
-        if (run_dir / "model" / "framemem.json").is_file():
-            raise FrameMemError(f"{run_dir} holds a trained model/ (and its log) but no checkpoints to resume: "
-                                "choose a new folder, or delete that one first")
-        return
-    for ckpt in found:
-        try:
-            recorded = FrameMemConfig.from_dict(read_state(ckpt)["config"])
-            break
-        except FrameMemError:  # damaged: `Trainer.resume` reports it and falls back
-            continue
-    else:
-        return
-    changed = []
-    for part in ("train", "ar"):
-        old, new = getattr(recorded, part), getattr(config, part)
-        for name in (f.name for f in dataclasses.fields(old)):
-            before, after = getattr(old, name), getattr(new, name)
-            if json.dumps(before) != json.dumps(after):
-                changed.append(f"{'ar.' if part == 'ar' else ''}{name} {before} -> {after}")
-                if not accept_changes:
-                    setattr(new, name, before)
-    if changed and accept_changes:
-        log.warning("framemem: warning: resuming %s with changed settings: %s", run_dir, ", ".join(changed))
-    elif changed:
-        log.warning("framemem: warning: --resume keeps the settings %s was trained with; not applied: %s "
-                    "(pass --accept-changes to train on with them)", run_dir, ", ".join(changed))
 
 
 def build_run_model(config: FrameMemConfig, run_dir: str | Path, resume: bool, variant: str,
