@@ -253,6 +253,8 @@ def test_a_folder_given_as_a_video_is_called_a_folder(tmp_path, capsys):
 
 
 def test_killed_writes_leave_nothing_behind_the_next_write(config, tmp_path):
+    import os
+    import socket
     import subprocess
     import sys
 
@@ -262,11 +264,11 @@ def test_killed_writes_leave_nothing_behind_the_next_write(config, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
     mine = temporary_name("metrics", ".json")
-    stale_file = tmp_path / mine.replace(f"-{__import__('os').getpid()}.", f"-{pid}.")
+    stale_file = tmp_path / mine.replace(f"-{os.getpid()}.", f"-{pid}.")
     stale_file.write_text("half")
-    stale_folder = tmp_path / temporary_name("model").replace(f"-{__import__('os').getpid()}", f"-{pid}")
+    stale_folder = tmp_path / temporary_name("model").replace(f"-{os.getpid()}", f"-{pid}")
     (stale_folder / "memory_encoder").mkdir(parents=True)
-    live = tmp_path / f".metrics.tmp-{__import__('socket').gethostname()}-1.json"  # pid 1 is alive
+    live = tmp_path / f".metrics.tmp-{socket.gethostname()}-1.json"  # pid 1 is alive
     live.write_text("being written")
     write_text(tmp_path / "metrics.json", "{}")
     FrameMem.build(config).save_pretrained(tmp_path / "model")

