@@ -222,3 +222,12 @@ def test_every_command_refuses_bad_arguments_in_one_line(name, argv, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("framemem: error: "), err
     assert "Traceback" not in err
+
+
+def test_sharded_training_is_refused_rather_than_checkpointed_from_one_shard(tmp_path, monkeypatch):
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setattr(accelerate.Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(FrameMemError, match="FSDP: framemem's checkpoints are written by one process"):
+        pretrain(fault_config(), tmp_path / "run")

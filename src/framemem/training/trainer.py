@@ -73,6 +73,11 @@ class Trainer:
         # Parameters a step may leave unused (φ when a batch has no history) need DDP told.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
         self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        if self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+            # a checkpoint is written whole by one process (safetensors, no pickles); sharded
+            # parameters and optimizer states would need gathering, which is not built yet
+            raise FrameMemError(f"{self.accelerator.distributed_type.value}: framemem's checkpoints are written by one "
+                                "process from unsharded states; train with DDP (configs/accelerate/ddp-*.yaml)")
         self.stage = stage
         self.objective, self.make_batch, self.evaluate = objective, make_batch, evaluate
 
