@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+# The browser tests drive Debian's chromium (no browser download); `make test` installs it when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser demo app test screenshots bench clean
 
 $(BIN)/framemem: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +15,23 @@ $(BIN)/framemem: pyproject.toml
 
 install: $(BIN)/framemem
 
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 demo: install
 	$(BIN)/framemem demo --out demo_out
 
-test: install
+app: install
+	$(BIN)/framemem app
+
+test: install browser
 	$(BIN)/python -m pytest
+
+# Re-take docs/images/app-*.png from the real page (the browser tests write them).
+screenshots: install browser
+	FRAMEMEM_DOCS_SCREENSHOTS=docs/images $(BIN)/python -m pytest tests/test_app_browser.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_speed.py

@@ -159,7 +159,7 @@ def test_retrieval_output_holds_frames_truth_references_and_metrics(retrieval):
     (lambda p, r: p([(2.0, "b"), (1.0, "a")], seconds=2), "times must increase"),
     (lambda p, r: p(prompt="a clock", seconds=0), "seconds must be a positive number"),
     (lambda p, r: p(prompt="a clock", seconds=2, guidance_scale=float("nan")), "guidance_scale must be a finite"),
-    (lambda p, r: p(prompt="a clock", seconds=2, image=np.zeros((32, 32, 3), np.uint8)), "frames are 32x32"),
+    (lambda p, r: p(prompt="a clock", seconds=2, image=np.zeros((32, 32, 3), np.uint8)), "image: 32x32; this model starts from 64x64 images"),
     (lambda p, r: p(prompt="a clock", seconds=2, memory="m.safetensors"), "expected a MemoryState"),
     (lambda p, r: FrameMemPipeline.from_pretrained("tiny"), "a stage-1 checkpoint (retrieval only) cannot generate"),
     (lambda p, r: FrameMemPipeline.from_pretrained("/no/such/checkpoint"), "no such folder"),

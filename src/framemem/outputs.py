@@ -1,10 +1,9 @@
-"""What `framemem retrieve`, `generate` and `demo` write (PNGs, grids, MP4s, JSON), over the pipelines; the benchmarks write the same."""
+"""What `framemem retrieve` and `demo` write (PNGs, grids, MP4s, JSON), over the pipelines; the benchmarks write the same.
+`framemem generate` writes through `generation`."""
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from .config import format_rate
-from .errors import FrameMemError
 from .files import save_image, write_json
 from .data.video import load_frames, to_uint8, write_video
 from .flow import make_scheduler
@@ -140,6 +138,8 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
         write_video(out / "init.mp4", array[: int(init_seconds * mc.fps)], mc.fps)
         print(f"\ngeneration: the first {init_seconds:g}s of the history, then {DEMO_GENERATE_SECONDS:g}s more "
               "from its storyboard, section by section")
+        from .generation import generate_command
+
         generate_command(ar_checkpoint, out / "storyboard.json", DEMO_GENERATE_SECONDS, out / "generated.mp4",
                          out / "init.mp4", seed=seed, steps=steps, overwrite=True)
     return metrics
@@ -176,107 +176,3 @@ def _grid(truth, got, bicubic, times, scale: int = 4) -> Image.Image:
     return canvas
 
 
-MAX_SECONDS = 300.0  # longer generations need allow_long (--allow-long)
-SHEET_TILES = 64  # the contact sheet shows at most this many sections, evenly spread
-
-
-def generate_command(checkpoint, storyboard_path, seconds: float, out, init_video=None, cfg=None, seed: int = 0,
-                     steps: int | None = None, overwrite: bool = False, allow_long: bool = False) -> list[dict]:
-    """`framemem generate`: write `out` (e.g. story.mp4: the init video, then the new
-    frames), story.png (contact sheet) and story.json (settings and sections).
-
-    The video streams: each section is written as it is made into story.partial.mp4 (a
-    fragmented MP4 that plays even after a kill), renamed to `out` at the end; story.json
-    is rewritten after every section. No frames are kept beyond the memory's window."""
-    from .data.storyboard import Storyboard
-    from .data.video import VideoWriter
-
-    out = Path(out)
-    if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise FrameMemError(f"--out {out}: name an .mp4 (or .mov, .mkv) file")
-    written = (out, out.with_suffix(".png"), out.with_suffix(".json"))
-    taken = {Path(p).resolve(): flag for p, flag in ((storyboard_path, "--storyboard"), (init_video, "--init-video")) if p}
-    for path in written:
-        if path.resolve() in taken:
-            raise FrameMemError(f"--out {out} would overwrite {taken[path.resolve()]} {path}: choose another name")
-    existing = [str(path) for path in written if path.exists()]
-    if existing and not overwrite:
-        raise FrameMemError(f"--out {out}: {', '.join(existing)} already exist(s); pass --overwrite, or choose another name")
-    if seconds > MAX_SECONDS and not allow_long:
-        raise FrameMemError(f"--seconds {seconds:g}: more than {MAX_SECONDS:g} s of video takes hours; "
-                            "pass --allow-long to generate it anyway")
-    storyboard = Storyboard.load(storyboard_path)
-    partial = out.with_name(f"{out.stem}.partial{out.suffix}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        partial.open("wb").close()  # a folder we cannot write to fails now, not after the last section
-        partial.unlink()  # a load that fails next leaves nothing behind
-    except OSError as err:
-        raise FrameMemError(f"--out {out}: cannot write there ({err.strerror})") from None
-    pipe = load_generation(checkpoint)
-    mc = pipe.framemem_config.model
-    memory, history = None, torch.zeros((0, mc.height, mc.width, 3), dtype=torch.uint8)
-    if init_video:
-        history = video_frames(init_video, mc.height, mc.width, mc.fps, str(init_video))
-        memory = pipe.encode_memory(video=history)
-        history = history[: pipe.codec.pixel_frames(memory.latent_frames)]  # whole memory blocks
-    cfg = pipe.framemem_config.ar.cfg if cfg is None else cfg
-    steps = steps or pipe.framemem_config.ar.sample_steps
-    count = pipe.section_count(seconds, continuing=memory is not None)
-    estimate = pipe.estimate_seconds(seconds, steps, cfg)
-    print(f"{count} sections of {pipe.framemem_config.ar.section_seconds:g}s, {steps} steps each: "
-          f"about {_duration(estimate)} on this machine (denoising alone)")
-    wanted = max(1, int(round(seconds * mc.fps)))
-    shown = set(np.linspace(0, count - 1, min(count, SHEET_TILES)).round().astype(int).tolist())
-    record = {"checkpoint": str(checkpoint), "seconds": seconds, "seed": seed, "guidance_scale": cfg,
-              "num_inference_steps": steps, "init_video": str(init_video) if init_video else None,
-              "storyboard": storyboard.to_dict(), "sections": [], "complete": False}
-    writer = VideoWriter(partial, mc.fps, mc.height, mc.width, streaming=True)
-    writer.write(history)
-    tiles, made = [], [0]
-
-    def on_section(pipe, index, pixels, section):
-        frames = to_uint8(pixels[0].cpu())[: wanted - made[0]]  # the last section may run past `seconds`
-        made[0] += len(frames)
-        writer.write(frames)
-        if index in shown:
-            tiles.append((frames[len(frames) // 2], f"{section['start_seconds']:.1f}s"))
-        record["sections"].append(section)
-        write_json(out.with_suffix(".json"), record)
-
-    try:
-        pipe(storyboard, seconds=seconds, memory=memory, guidance_scale=cfg, num_inference_steps=steps,
-             generator=torch.Generator().manual_seed(seed), output_type=None, callback_on_section_end=on_section)
-    except BaseException:
-        writer.close()
-        print(f"stopped: the {len(record['sections'])} sections made are in {partial} and {out.with_suffix('.json')}",
-              file=sys.stderr)
-        raise
-    writer.close()
-    os.replace(partial, out)
-    save_image(_contact_sheet(tiles), out.with_suffix(".png"))
-    record["complete"] = True
-    write_json(out.with_suffix(".json"), record)
-    total = len(history) + made[0]
-    print(f"wrote {out} ({total} frames, {total / mc.fps:.1f}s), {out.with_suffix('.png')}, {out.with_suffix('.json')}")
-    return record["sections"]
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def _contact_sheet(tiles: list[tuple[torch.Tensor, str]], columns: int = 8, scale: int = 2) -> Image.Image:
-    """uint8 (H, W, 3) frames with labels, in rows of `columns`."""
-    h, w = tiles[0][0].shape[:2]
-    cell_w, cell_h, label = w * scale, h * scale, 14
-    rows = -(-len(tiles) // columns)
-    canvas = Image.new("RGB", (min(columns, len(tiles)) * (cell_w + 4), rows * (cell_h + label + 4)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (frame, text) in enumerate(tiles):
-        x, y = (i % columns) * (cell_w + 4), (i // columns) * (cell_h + label + 4)
-        canvas.paste(Image.fromarray(frame.numpy()).resize((cell_w, cell_h), Image.NEAREST), (x, y + label))
-        draw.text((x + 2, y), text, fill="black")
-    return canvas

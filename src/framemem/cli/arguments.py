@@ -5,6 +5,7 @@ import argparse
 import math
 
 from ..errors import FrameMemError
+from ..pipelines.inputs import SEED_LIMIT
 
 
 def _positive(kind=float):
@@ -19,8 +20,6 @@ def _positive(kind=float):
         return value
     return parse
 
-
-SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
 
 
 def _non_negative_int(text: str) -> int:

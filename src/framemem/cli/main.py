@@ -1,4 +1,4 @@
-"""`framemem` command line: cache, base, pretrain, finetune, generate, retrieve, demo, bench, plan, info.
+"""`framemem` command line: cache, base, pretrain, finetune, generate, retrieve, demo, bench, plan, app, info.
 
 Bad input ends with one line `framemem: error: ...` and exit status 2, never a traceback.
 """
@@ -112,10 +112,12 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from ..outputs import generate_command
+    from ..generation import generate_command
 
+    if args.init_video and args.init_image:
+        raise FrameMemError("--init-video and --init-image: give one thing to continue")
     generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
-                     args.init_video, args.cfg, args.seed, args.steps, args.overwrite, args.allow_long)
+                     args.init_video, args.cfg, args.seed, args.steps, args.overwrite, args.allow_long, args.init_image)
 
 
 def cmd_cache(args) -> None:
@@ -143,6 +145,12 @@ def cmd_demo(args) -> None:
 
     ar = args.ar_checkpoint or (DEFAULT_AR_CHECKPOINT if DEFAULT_AR_CHECKPOINT.is_dir() else None)
     demo_command(args.checkpoint or DEFAULT_CHECKPOINT, args.video, args.out, args.seed, args.frames, args.steps, ar)
+
+
+def cmd_app(args) -> None:
+    from ..app import serve
+
+    serve(args.checkpoint or (), args.host, args.port, args.share)
 
 
 def cmd_info(args) -> None:
@@ -282,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="stage-2 model folder or hub id (default: the shipped tiny one)")
     p.add_argument("--storyboard", required=True, help="YAML or JSON of timestamped prompts")
     p.add_argument("--seconds", type=_positive(), required=True, help="how much new video to generate")
-    p.add_argument("--init-video", help="a video to continue (the model's fps and frame size)")
+    p.add_argument("--init-video", help="a video to continue (resampled and cropped to the model's fps and frame size)")
+    p.add_argument("--init-image", help="a start image of the model's frame size (held still for one memory block)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampling noise")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps per section")
@@ -349,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--section-seconds", type=_positive(), default=1.0, help="length of the section generated per forward")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("app", help="the browser app: inspect what a memory holds, generate from a storyboard")
+    p.add_argument("--checkpoint", action="append", help="a model folder or hub id to offer beside the shipped "
+                   "tiny and tiny-ar (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (anything but loopback exposes the app)")
+    p.add_argument("--port", type=_positive(int), default=7860, help="port to serve on")
+    p.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (off unless given)")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("info", help="describe a preset")
     p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")

@@ -19,6 +19,8 @@ from ..data.storyboard import Storyboard
 from ..data.video import load_frames
 from ..errors import FrameMemError
 
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
+
 
 def video_frames(video, height: int, width: int, fps: float, what: str = "video") -> torch.Tensor:
     """Any accepted video -> uint8 (T, height, width, 3)."""
@@ -78,6 +80,9 @@ def image_frame(image, height: int, width: int) -> torch.Tensor:
     array = image if torch.is_tensor(image) else torch.from_numpy(np.array(image))
     if array.ndim != 3:
         raise FrameMemError(f"image: expected one frame (H, W, 3), not {tuple(array.shape)}")
+    if array.shape[-1] == 3 and tuple(array.shape[:2]) != (height, width):
+        raise FrameMemError(f"image: {array.shape[1]}x{array.shape[0]}; this model starts from {width}x{height} "
+                            "images (resize or crop it first)")
     return video_frames(array[None], height, width, 1.0, what="image")
 
 

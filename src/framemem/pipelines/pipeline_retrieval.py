@@ -27,13 +27,16 @@ from .inputs import check_times, video_frames
 @dataclass
 class FrameMemRetrievalPipelineOutput(BaseOutput):
     """frames: the retrieved frames, one per time ("pil" a list of images, "np" (K, H, W, 3)
-    and "pt" (K, 3, H, W) in [0, 1], "latent" (1, C, K, h, w)); ground_truth and bicubic: the
-    frames they stand for and the bicubic reference, in the same type ("latent": "pt").
+    and "pt" (K, 3, H, W) in [0, 1], "latent" (1, C, K, h, w)); one_step: the one-step
+    estimates from the same noise (what the memory holds: the conditional mean, no sampler);
+    ground_truth and bicubic: the frames they stand for and the bicubic reference; all in
+    the same type ("latent": "pt" for all but frames).
     times (seconds) and frame_indices (of the decoded video); memory_tokens vs
     full_context_tokens; metrics: per frame and mean PSNR/SSIM of the sampled and one-step
     retrieval and of the references (None with `compute_metrics=False`)."""
 
     frames: object
+    one_step: object
     ground_truth: object
     bicubic: object
     times: list[float]
@@ -123,20 +126,20 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         rh, rw, _ = mc.rate
         bicubic = bicubic_reference(truth, rh, rw)
 
+        ones = torch.ones(omega.shape, device=device)
+        one_step = model.codec.decode_frames(estimate_x0(noise, velocity(noise, ones), ones), indices)
+        one_step = one_step.clamp(-1, 1)[0].transpose(0, 1).cpu()
         metrics = None
         if compute_metrics:
-            ones = torch.ones(omega.shape, device=device)
-            one_step = model.codec.decode_frames(estimate_x0(noise, velocity(noise, ones), ones), indices)
-            one_step = one_step.clamp(-1, 1)[0].transpose(0, 1).cpu()
             mean_frame = pixels[0].mean(dim=1).cpu()  # (3, H, W): what a model that ignores its memory can reach
             metrics = frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips)
         counts = model.token_counts(len(frames), mc.height, mc.width)
         if output_type == "latent":
-            shown, gt, bic = x0.cpu(), truth, bicubic
+            shown, first, gt, bic = x0.cpu(), *((x + 1) / 2 for x in (one_step, truth, bicubic))
         else:
-            shown, gt, bic = (self._postprocess(x.transpose(0, 1)[None], output_type)[0]
-                              for x in (retrieved, truth, bicubic))
-        fields = (shown, gt, bic, times, indices, int(memory.tokens.shape[1]), counts["full_context"], metrics)
+            shown, first, gt, bic = (self._postprocess(x.transpose(0, 1)[None], output_type)[0]
+                                     for x in (retrieved, one_step, truth, bicubic))
+        fields = (shown, first, gt, bic, times, indices, int(memory.tokens.shape[1]), counts["full_context"], metrics)
         if not return_dict:
             return fields
         return FrameMemRetrievalPipelineOutput(*fields)
