@@ -16,7 +16,7 @@ $(BIN)/framemem: pyproject.toml
 install: $(BIN)/framemem
 
 browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 

@@ -1,6 +1,6 @@
 """The app's callbacks without a browser: the same checks as the CLI, jobs, cancel, the queue."""
 import json
-import threading
+import time
 from types import SimpleNamespace
 
 import av
@@ -57,11 +57,16 @@ def test_the_editor_drops_blank_rows_and_reads_typed_times():
 @pytest.mark.parametrize("settings, needle", [
     ((0, 2, 16, 0), "seconds"), ((float("nan"), 2, 16, 0), "seconds"), ((301, 2, 16, 0), "--allow-long"),
     ((2, float("inf"), 16, 0), "guidance"), ((2, 2, 0, 0), "steps"), ((2, 2, 2.5, 0), "steps"),
-    ((2, 2, 16, -1), "seed"), ((2, 2, 16, 2**63), "seed"), ((2, 2, None, 0), "steps"),
+    ((2, 2, 16, -1), "seed"), ((2, 2, 16, str(2**63)), "below 2"), ((2, 2, None, 0), "steps"), ((2, 2, 16, "x"), "seed"),
 ])
 def test_bad_settings_are_one_line(settings, needle):
     with pytest.raises(FrameMemError, match=needle):
         check_settings(*settings)
+
+
+def test_settings_keep_every_digit_of_a_seed():
+    assert check_settings(2, 2.0, 16.0, str(2**63 - 1)) == (2.0, 2.0, 16, 2**63 - 1)
+    assert check_settings("2", "2", "4", " 7 ") == (2.0, 2.0, 4, 7)
 
 
 def test_both_tabs_share_one_copy_of_a_checkpoints_weights(catalog):
@@ -146,8 +151,10 @@ def test_cancel_stops_the_running_job_and_keeps_what_it_made(catalog):
     jobs = tab.run("tiny-ar", [[0, "a clock"]], None, None, 60, 2.0, 4, 0, REQUEST)
     assert next(jobs)[0].startswith("60 sections")  # the worker runs on without the page
     job = tab.jobs[REQUEST.session_hash]
+    deadline = time.monotonic() + 60
     while not partial_path(job.video).exists() or job.updates.qsize() < 1:
-        threading.Event().wait(0.05)
+        assert job.thread.is_alive() and time.monotonic() < deadline, "the job made no section"
+        time.sleep(0.05)
     status, files = tab.cancel(REQUEST)
     assert not job.thread.is_alive()
     made = json.loads(job.video.with_suffix(".json").read_text())["sections"]
@@ -200,7 +207,7 @@ def test_generate_starts_from_an_image_of_the_models_size(tmp_path, capsys):
     assert record["init_image"] == str(start) and record["frames"] == 4  # the image is memory, not video
     assert main(["generate", "--storyboard", str(board), "--seconds", "1", "--init-image", str(start),
                  "--init-video", str(start), "--out", str(tmp_path / "w.mp4")]) == 2
-    assert "give one thing to continue" in capsys.readouterr().err
+    assert "not both" in capsys.readouterr().err
 
 
 def test_a_port_in_use_is_one_line(capsys):
@@ -211,4 +218,4 @@ def test_a_port_in_use_is_one_line(capsys):
         taken.listen()
         assert main(["app", "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("framemem: error: Cannot find empty port")
+    assert len(err) == 1 and err[0].startswith("framemem: error: Cannot find empty port")

@@ -33,6 +33,11 @@ class GenerationCancelled(FrameMemError):
     """Raised inside a generation when its `should_stop` says so; what was made is kept."""
 
 
+def check_start(init_video, init_image) -> None:
+    if init_video is not None and init_image is not None:
+        raise FrameMemError("give a video to continue or a start image, not both")
+
+
 def partial_path(out: Path) -> Path:
     """Where a video being made streams to: story.mp4 -> story.partial.mp4."""
     return out.with_name(f"{out.stem}.partial{out.suffix}")
@@ -53,8 +58,7 @@ def write_generation(pipe: FrameMemPipeline, storyboard: Storyboard, seconds: fl
     generation ends with GenerationCancelled and the sections made stay in the partial MP4.
     Returns the JSON record (settings and sections)."""
     out = Path(out)
-    if init_video is not None and init_image is not None:
-        raise FrameMemError("give a video to continue or a start image, not both")
+    check_start(init_video, init_image)
     mc = pipe.framemem_config.model
     memory, history = None, torch.zeros((0, mc.height, mc.width, 3), dtype=torch.uint8)
     if init_video is not None:
@@ -144,6 +148,7 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
     from .outputs import load_generation
 
     out = Path(out)
+    check_start(init_video, init_image)
     check_output(out, overwrite, {storyboard_path: "--storyboard", init_video: "--init-video",
                                   init_image: "--init-image"})
     if seconds > MAX_SECONDS and not allow_long:

@@ -80,6 +80,7 @@ def serve(checkpoints=(), host: str = "127.0.0.1", port: int = 7860, share: bool
     """What `framemem app` runs: build (loading every checkpoint first), then serve until
     interrupted. Only loopback unless `host` says otherwise or `share` asks for a public link."""
     app = build_app(checkpoints, load_now=True)
+    print(f"framemem app: clips and generated videos go to {app.framemem_work_dir}")
     if not is_loopback(host):
         print(f"framemem app: serving on {host}: anyone who can reach this machine on port {port} can use it")
     if share:

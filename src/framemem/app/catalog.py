@@ -32,6 +32,7 @@ class Catalog:
         self._retrieval: dict[str, FrameMemRetrievalPipeline] = {}
         self._generation: dict[str, FrameMemPipeline] = {}
         self._lock = threading.Lock()
+        self._generating = {label: threading.Lock() for label in self.paths}
 
     # ---- checkpoints ---------------------------------------------------------------------
     def load_all(self) -> None:
@@ -55,11 +56,16 @@ class Catalog:
             if label not in self._generation:
                 config = retrieval.framemem_config
                 FrameMemPipeline._check_stage(config)
-                scheduler = _saved_scheduler(Path(self.paths[label])) or FrameMemPipeline._default_scheduler(config)
+                folder = Path(retrieval.config["_name_or_path"])  # a hub id's downloaded folder
+                scheduler = _saved_scheduler(folder) or FrameMemPipeline._default_scheduler(config)
                 pipe = FrameMemPipeline(**{**retrieval.components, "scheduler": scheduler})
                 pipe.set_progress_bar_config(disable=True)
                 self._generation[label] = pipe
             return self._generation[label]
+
+    def using(self, label: str) -> threading.Lock:
+        """Held while a generation runs on `label`'s pipeline (its scheduler holds per-run state)."""
+        return self._generating[label]
 
     def stage(self, label: str) -> int:
         return self.retrieval(label).framemem_config.stage

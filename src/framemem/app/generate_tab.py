@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,10 +23,10 @@ from PIL import Image
 from ..data.storyboard import Storyboard
 from ..errors import FrameMemError
 from ..files import write_json
-from ..generation import MAX_SECONDS, duration_text, partial_path, write_generation
-from ..pipelines.inputs import SEED_LIMIT
+from ..generation import MAX_SECONDS, check_start, duration_text, partial_path, write_generation
+from ..pipelines.inputs import SEED_LIMIT, image_frame
 from .catalog import Catalog
-from .inspect_tab import enlarged, error_line
+from .inspect_tab import enlarged, error_line, internal_error
 
 log = logging.getLogger("framemem")
 EXAMPLE_STORYBOARD = [[0.0, "a clock, the camera pans left"], [1.0, "a patch of grass, the camera zooms in"]]
@@ -55,7 +56,8 @@ def _blank(value) -> bool:
 
 
 def check_settings(seconds, guidance, steps, seed) -> tuple[float, float, int, int]:
-    """The numbers of a request, refused as the CLI's argument types refuse them."""
+    """The numbers of a request, refused as the CLI's argument types refuse them. The seed
+    comes as text (a browser's numbers lose digits past 2**53)."""
     def number(value, what):
         try:
             value = float(value)
@@ -65,18 +67,24 @@ def check_settings(seconds, guidance, steps, seed) -> tuple[float, float, int, i
             raise FrameMemError(f"{what}: '{value}' is not a finite number")
         return value
 
+    def integer(value, what, least):
+        text = str(value).strip()
+        if isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        if not text.lstrip("-").isdigit() or int(text) < least:
+            raise FrameMemError(f"{what}: '{value}' is not an integer >= {least}")
+        return int(text)
+
     seconds, guidance = number(seconds, "seconds"), number(guidance, "guidance")
-    steps, seed = number(steps, "steps"), number(seed, "seed")
+    steps, seed = integer(steps, "steps", 1), integer(seed, "seed", 0)
     if seconds <= 0:
         raise FrameMemError(f"seconds: '{seconds:g}' is not a number > 0")
     if seconds > MAX_SECONDS:
         raise FrameMemError(f"seconds: {seconds:g}: the app makes at most {MAX_SECONDS:g} s; "
                             "use `framemem generate --allow-long` for longer videos")
-    if steps != int(steps) or steps < 1:
-        raise FrameMemError(f"steps: '{steps:g}' is not an integer > 0")
-    if seed != int(seed) or not 0 <= seed < SEED_LIMIT:
-        raise FrameMemError(f"seed: '{seed:g}' is not an integer >= 0")
-    return seconds, guidance, int(steps), int(seed)
+    if seed >= SEED_LIMIT:
+        raise FrameMemError(f"seed: '{seed}' must be below 2**63")
+    return seconds, guidance, steps, seed
 
 
 @dataclass
@@ -106,8 +114,9 @@ class GenerateTab:
         self.jobs: dict[str, Job] = {}
 
     def _new_job(self, session: str) -> Job:
-        folder = self.catalog.work_dir / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{session[:8]}"
-        folder.mkdir(parents=True, exist_ok=True)
+        jobs = self.catalog.work_dir / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", dir=jobs))  # one folder a job
         job = self.jobs[session] = Job(folder)
         return job
 
@@ -115,13 +124,14 @@ class GenerateTab:
             progress=gr.Progress()):
         """Yields (status, sections gallery, result video, downloads) as the job goes; the
         progress bar counts sections."""
-        sections: list[tuple[Image.Image, str]] = []
         try:
             storyboard = storyboard_from_rows(rows)
             seconds, guidance, steps, seed = check_settings(seconds, guidance, steps, seed)
-            if image and video:
-                raise FrameMemError("give a start image or a video to continue, not both")
+            check_start(video or None, image or None)
             pipe = self.catalog.generation(checkpoint)
+            if image:
+                mc = pipe.framemem_config.model
+                image_frame(image, mc.height, mc.width)  # a wrong size is refused before a job exists
         except FrameMemError as err:
             yield error_line(err, image or video), [], None, []
             return
@@ -130,27 +140,34 @@ class GenerateTab:
 
         def work():
             try:
-                record = write_generation(
-                    pipe, storyboard, seconds, job.video, init_video=video or None, init_image=image or None,
-                    cfg=guidance, seed=seed, steps=steps, checkpoint=checkpoint,
-                    on_start=lambda count, estimate: job.updates.put(("start", count, estimate)),
-                    on_section=lambda index, count, frames, rec: job.updates.put(("section", index, count, frames, rec)),
-                    should_stop=job.cancel.is_set)
+                with self.catalog.using(checkpoint):  # a cancelled job still finishing its step goes first
+                    record = write_generation(
+                        pipe, storyboard, seconds, job.video, init_video=video or None, init_image=image or None,
+                        cfg=guidance, seed=seed, steps=steps, checkpoint=checkpoint,
+                        on_start=lambda count, estimate: job.updates.put(("start", count, estimate)),
+                        on_section=lambda index, count, frames, rec: job.updates.put(("section", index, count, frames, rec)),
+                        should_stop=job.cancel.is_set)
                 job.updates.put(("done", record))
             except FrameMemError as err:
                 job.updates.put(("error", error_line(err, image or video)))
             except Exception as err:  # a bug: the page says so in one line, the log has the traceback
                 log.exception("generation failed")
-                job.updates.put(("error", f"framemem: internal error: {type(err).__name__}: {err} (see the app's log)"))
+                job.updates.put(("error", internal_error(err)))
 
         job.thread = threading.Thread(target=work, name="framemem-generate", daemon=True)
         job.thread.start()
-        count = "?"
+        try:
+            yield from self._follow(job, pipe, progress)
+        finally:  # the page went away or Cancel was pressed: the worker stops after its current step
+            job.cancel.set()
+
+    def _follow(self, job: Job, pipe, progress):
+        sections: list[tuple[Image.Image, str]] = []
         while True:
             try:
                 kind, *rest = job.updates.get(timeout=0.5)
             except queue.Empty:
-                if job.cancel.is_set() or not job.thread.is_alive():
+                if job.cancel.is_set() or (not job.thread.is_alive() and job.updates.empty()):
                     return
                 continue
             if kind == "start":
@@ -181,10 +198,13 @@ class GenerateTab:
             return "nothing is running", gr.update()
         job.cancel.set()
         job.thread.join(timeout=60)
+        if job.video.exists():
+            return "finished before Cancel arrived: the whole video is ready", job.made()
         partial = partial_path(job.video)
         if not partial.exists():
             return "cancelled before the first section", job.made()
-        made = json.loads(job.video.with_suffix(".json").read_text())["sections"] if job.video.with_suffix(".json").exists() else []
+        record = job.video.with_suffix(".json")
+        made = json.loads(record.read_text())["sections"] if record.exists() else []
         return f"cancelled after {len(made)} sections: they are kept in {partial.name}", job.made()
 
     def defaults(self, checkpoint: str):
@@ -211,10 +231,11 @@ class GenerateTab:
                              elem_id="generate-image")
             video = gr.File(label="Video to continue (optional)", elem_id="generate-video-in")
         with gr.Row():
-            seconds = gr.Number(6, label="Seconds of new video", minimum=0, maximum=MAX_SECONDS, elem_id="generate-seconds")
+            # no minimum/maximum/precision: out-of-range values get the app's one line, not Gradio's toast
+            seconds = gr.Number(6, label="Seconds of new video", elem_id="generate-seconds")
             guidance = gr.Number(cfg, label="Guidance scale", elem_id="generate-guidance")
-            steps = gr.Number(steps_default, label="Steps per section", precision=0, minimum=1, elem_id="generate-steps")
-            seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="generate-seed")
+            steps = gr.Number(steps_default, label="Steps per section", elem_id="generate-steps")
+            seed = gr.Textbox("0", label="Seed", elem_id="generate-seed")
         with gr.Row():
             start = gr.Button("Generate", variant="primary", elem_id="generate-run")
             stop = gr.Button("Cancel", elem_id="generate-cancel")

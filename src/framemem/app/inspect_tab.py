@@ -6,6 +6,7 @@ runs) and from the planner (`framemem plan`); nothing here computes them a secon
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +20,7 @@ from ..pipelines.inputs import video_frames
 from ..plan import PAPER_RATES, plan
 from .catalog import Catalog
 
+log = logging.getLogger("framemem")
 STRIP_FRAMES = 8  # retrieved frames shown across the whole history
 SHOWN_PIXELS = 256  # small frames are enlarged (nearest neighbour) to at least this size
 RETRIEVAL_SEED = 0  # the same noise for every retrieval: moving the slider changes only the time
@@ -31,6 +33,10 @@ def error_line(err: Exception, path: str | Path | None = None) -> str:
     if path is not None:
         text = text.replace(str(path), Path(path).name)
     return f"framemem: error: {text}"
+
+
+def internal_error(err: Exception) -> str:
+    return f"framemem: internal error: {type(err).__name__}: {err} (see the app's log)"
 
 
 def enlarged(image: Image.Image) -> Image.Image:
@@ -120,6 +126,9 @@ class InspectTab:
             strip = self.strip(history)
         except FrameMemError as err:
             return self._cleared(error_line(err, path))
+        except Exception as err:  # a bug: one line in the page, the traceback in the log
+            log.exception("inspecting %s failed", path)
+            return self._cleared(internal_error(err))
         slider = gr.update(minimum=0, maximum=round((len(frames) - 1) / fps, 3), step=round(1 / fps, 3), value=0,
                            interactive=True)
         return (history, summary, rows, slider, *shown, strip)
@@ -132,6 +141,9 @@ class InspectTab:
             return self.at(history, float(seconds))
         except FrameMemError as err:
             return (None, None, None, None, error_line(err, history["path"]))
+        except Exception as err:
+            log.exception("retrieval at %s s failed", seconds)
+            return (None, None, None, None, internal_error(err))
 
     @staticmethod
     def _cleared(message: str):

@@ -114,8 +114,6 @@ def cmd_finetune(args) -> None:
 def cmd_generate(args) -> None:
     from ..generation import generate_command
 
-    if args.init_video and args.init_image:
-        raise FrameMemError("--init-video and --init-image: give one thing to continue")
     generate_command(args.checkpoint or DEFAULT_AR_CHECKPOINT, args.storyboard, args.seconds, args.out,
                      args.init_video, args.cfg, args.seed, args.steps, args.overwrite, args.allow_long, args.init_image)
 
