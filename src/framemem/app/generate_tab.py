@@ -23,7 +23,7 @@ from PIL import Image
 from ..data.storyboard import Storyboard
 from ..errors import FrameMemError
 from ..files import write_json
-from ..generation import MAX_SECONDS, check_start, duration_text, partial_path, write_generation
+from ..generation import MAX_SECONDS, GenerationCancelled, check_start, duration_text, partial_path, write_generation
 from ..pipelines.inputs import SEED_LIMIT, image_frame
 from .catalog import Catalog
 from .inspect_tab import enlarged, error_line, internal_error
@@ -148,6 +148,8 @@ class GenerateTab:
                         on_section=lambda index, count, frames, rec: job.updates.put(("section", index, count, frames, rec)),
                         should_stop=job.cancel.is_set)
                 job.updates.put(("done", record))
+            except GenerationCancelled:
+                job.updates.put(("cancelled",))
             except FrameMemError as err:
                 job.updates.put(("error", error_line(err, image or video)))
             except Exception as err:  # a bug: the page says so in one line, the log has the traceback
@@ -187,6 +189,10 @@ class GenerateTab:
                 yield (f"done: {len(record['sections'])} sections, {record['frames'] / fps:.1f} s of video "
                        f"({record['frames']} frames)", sections, str(job.video), job.made())
                 return
+            elif kind == "cancelled":
+                status, files = self.cancelled(job)
+                yield status, sections, None, files
+                return
             else:
                 yield rest[0], sections, None, job.made()
                 return
@@ -198,6 +204,12 @@ class GenerateTab:
             return "nothing is running", gr.update()
         job.cancel.set()
         job.thread.join(timeout=60)
+        return self.cancelled(job)
+
+    @staticmethod
+    def cancelled(job: Job):
+        """(status, downloads) of a job stopped by Cancel: the page's generator and the Cancel
+        button both show it, whichever answers last."""
         if job.video.exists():
             return "finished before Cancel arrived: the whole video is ready", job.made()
         partial = partial_path(job.video)
