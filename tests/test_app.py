@@ -18,6 +18,7 @@ from framemem.data.storyboard import Storyboard
 from framemem.errors import FrameMemError
 from framemem.generation import GenerationCancelled, partial_path, write_generation
 from framemem.metrics import psnr
+from framemem.pipelines.inputs import video_frames
 
 REQUEST = SimpleNamespace(session_hash="test-session")
 
@@ -80,22 +81,27 @@ def test_both_tabs_share_one_copy_of_a_checkpoints_weights(catalog):
         catalog.retrieval("elsewhere")
 
 
-def test_the_inspector_shows_the_pipelines_own_figures(catalog):
+def test_the_inspector_shows_the_pipelines_own_figures_and_encodes_a_history_once(catalog, monkeypatch):
     tab = InspectTab(catalog)
     clip = next(iter(catalog.clips().values()))
-    history, summary, rows, slider, original, retrieved, one_step, bicubic, line, strip = tab.choose("tiny", clip)
     pipe = catalog.retrieval("tiny")
-    frames = tab.frames(history)
+    encodings = []
+    encode = pipe.encode
+    monkeypatch.setattr(pipe, "encode", lambda video: encodings.append(1) or encode(video))
+    history, summary, rows, slider, original, retrieved, one_step, bicubic, line, strip = tab.choose("tiny", clip)
+    frames = video_frames(clip, 64, 64, 4.0)
     counts = pipe.model.token_counts(len(frames), 64, 64)
     assert f"{counts['full_context']:,} full-context tokens → {counts['memory']:,} memory tokens" in summary
     assert rows[1][0] == "rate 4x4x2 (this checkpoint)" and rows[1][1] == counts["memory"]
     assert slider["maximum"] == (len(frames) - 1) / 4 and len(strip) == 8
     assert original.size == (256, 256)  # 64x64 frames shown 4x larger
-    out = pipe(frames, [0.0], generator=torch.Generator().manual_seed(0), output_type="pil")
+    out = pipe(frames, [0.0], generator=torch.Generator().manual_seed(0), output_type="pil")  # from the video itself
     assert np.array_equal(np.asarray(out.frames[0].resize((256, 256), Image.NEAREST)), np.asarray(retrieved))
     assert f"retrieved {out.metrics['mean']['psnr']:.2f} dB" in line
+    encodings.clear()
     later = tab.move(history, 10.0)
     assert "t = 10.00 s" in later[-1] and not np.array_equal(np.asarray(later[1]), np.asarray(retrieved))
+    assert encodings == []  # the slider samples from the memory made when the clip was chosen
 
 
 def test_the_inspector_turns_bad_input_into_the_clis_line(catalog, tmp_path):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..config import format_rate
 from ..errors import FrameMemError
+from ..pipelines import EncodedHistory
 from ..pipelines.inputs import video_frames
 from ..plan import PAPER_RATES, plan
 from .catalog import Catalog
@@ -49,26 +50,26 @@ class InspectTab:
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
-        self._frames = functools.lru_cache(maxsize=4)(self._decode)
+        self._encoded = functools.lru_cache(maxsize=4)(self._encode)
 
-    def _decode(self, checkpoint: str, path: str, mtime: float) -> torch.Tensor:
+    def _encode(self, checkpoint: str, path: str, mtime: float) -> EncodedHistory:
         pipe = self.catalog.retrieval(checkpoint)
         mc = pipe.framemem_config.model
         frames = video_frames(path, mc.height, mc.width, mc.fps, path)
         pipe.check_history(frames, path)
-        return frames
+        return pipe.encode(frames)
 
-    def frames(self, history: dict) -> torch.Tensor:
-        """uint8 (T, H, W, 3): the history as the checkpoint sees it (resampled and cropped)."""
+    def encoded(self, history: dict) -> EncodedHistory:
+        """The history compressed by the checkpoint, once: moving the slider only samples."""
         path = history["path"]
-        return self._frames(history["checkpoint"], path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+        return self._encoded(history["checkpoint"], path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
 
     # ---- a history is chosen ---------------------------------------------------------------
     def summary(self, history: dict) -> str:
-        pipe, frames = self.catalog.retrieval(history["checkpoint"]), self.frames(history)
+        pipe, frames = self.catalog.retrieval(history["checkpoint"]), self.encoded(history).frames
         mc = pipe.framemem_config.model
-        counts = pipe.model.token_counts(len(frames), mc.height, mc.width)
-        return (f"**{history['name']}**: {len(frames)} frames, {len(frames) / mc.fps:.1f} s at {mc.fps:g} fps, "
+        counts = pipe.model.token_counts(frames, mc.height, mc.width)
+        return (f"**{history['name']}**: {frames} frames, {frames / mc.fps:.1f} s at {mc.fps:g} fps, "
                 f"{mc.width}x{mc.height}  \n"
                 f"**{counts['full_context']:,} full-context tokens → {counts['memory']:,} memory tokens** "
                 f"({counts['full_context'] / counts['memory']:.0f}x shorter).  \n"
@@ -76,11 +77,11 @@ class InspectTab:
 
     def plan_rows(self, history: dict) -> list[list]:
         """The planner's rows for this video at the checkpoint's frame size: its own rate first."""
-        pipe, frames = self.catalog.retrieval(history["checkpoint"]), self.frames(history)
+        pipe, frames = self.catalog.retrieval(history["checkpoint"]), self.encoded(history).frames
         config = pipe.framemem_config
         mc = config.model
         rates = [tuple(mc.rate)] + [r for r in PAPER_RATES if tuple(r) != tuple(mc.rate)]
-        result = plan(config, mc.height, mc.width, mc.fps, len(frames) / mc.fps, rates, config.ar.section_seconds)
+        result = plan(config, mc.height, mc.width, mc.fps, frames / mc.fps, rates, config.ar.section_seconds)
         own = f"rate {format_rate(mc.rate)}"
         return [[r["name"] + (" (this checkpoint)" if r["name"] == own else ""), r["memory_tokens"],
                  f"{r['ratio']:.1f}x", round(r["attention_tflops"], 4), round(r["activation_gb"], 3)]
@@ -88,7 +89,7 @@ class InspectTab:
 
     def retrieve(self, history: dict, times: list[float]):
         pipe = self.catalog.retrieval(history["checkpoint"])
-        return pipe(self.frames(history), times, generator=torch.Generator().manual_seed(RETRIEVAL_SEED),
+        return pipe(self.encoded(history), times, generator=torch.Generator().manual_seed(RETRIEVAL_SEED),
                     output_type="pil")
 
     def at(self, history: dict, seconds: float):
@@ -104,9 +105,9 @@ class InspectTab:
 
     def strip(self, history: dict) -> list[tuple[Image.Image, str]]:
         """Retrieved frames at STRIP_FRAMES times spread over the whole history, with PSNRs."""
-        frames = self.frames(history)
+        frames = self.encoded(history).frames
         fps = self.catalog.retrieval(history["checkpoint"]).framemem_config.model.fps
-        times = sorted({round(float(i) / fps, 2) for i in np.linspace(0, len(frames) - 1, STRIP_FRAMES).round()})
+        times = sorted({round(float(i) / fps, 2) for i in np.linspace(0, frames - 1, STRIP_FRAMES).round()})
         out = self.retrieve(history, times)
         return [(enlarged(image), f"{r['time']:.2f} s · {r['psnr']:.1f} dB")
                 for image, r in zip(out.frames, out.metrics["per_frame"])]
@@ -120,7 +121,7 @@ class InspectTab:
         history = {"checkpoint": checkpoint, "path": str(path), "name": name or Path(path).name}
         try:
             summary, rows = self.summary(history), self.plan_rows(history)
-            frames = self.frames(history)
+            frames = self.encoded(history).frames
             fps = self.catalog.retrieval(checkpoint).framemem_config.model.fps
             shown = self.at(history, 0.0)
             strip = self.strip(history)
@@ -129,7 +130,7 @@ class InspectTab:
         except Exception as err:  # a bug: one line in the page, the traceback in the log
             log.exception("inspecting %s failed", path)
             return self._cleared(internal_error(err))
-        slider = gr.update(minimum=0, maximum=round((len(frames) - 1) / fps, 3), step=round(1 / fps, 3), value=0,
+        slider = gr.update(minimum=0, maximum=round((frames - 1) / fps, 3), step=round(1 / fps, 3), value=0,
                            interactive=True)
         return (history, summary, rows, slider, *shown, strip)
 

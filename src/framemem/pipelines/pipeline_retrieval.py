@@ -46,6 +46,21 @@ class FrameMemRetrievalPipelineOutput(BaseOutput):
     metrics: dict | None
 
 
+@dataclass
+class EncodedHistory:
+    """A history compressed once (`FrameMemRetrievalPipeline.encode`), to retrieve from many
+    times without encoding it again: pixels (1, 3, T, H, W) in [-1, 1] on the model's device,
+    its memory tokens, and the latent frame shape (C, h, w) the DiT denoises."""
+
+    pixels: torch.Tensor
+    memory: object
+    latent_shape: tuple[int, int, int]
+
+    @property
+    def frames(self) -> int:
+        return self.pixels.shape[2]
+
+
 class FrameMemRetrievalPipeline(FrameMemPipelineBase):
     """Frame retrieval with any trained checkpoint (stage 1 or 2).
 
@@ -72,6 +87,18 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
                                 f"{model.codec.pixel_frames(stride)} frames (one temporal stride)")
 
     @torch.no_grad()
+    def encode(self, video) -> EncodedHistory:
+        """Compress a history (any accepted video input) once; pass the result as `video` to
+        retrieve from it again without re-encoding (the app's slider does)."""
+        mc = self.framemem_config.model
+        frames = video_frames(video, mc.height, mc.width, mc.fps, "video")
+        self.check_history(frames)
+        pixels = to_model(frames).to(self._execution_device)
+        latents, memory = self.model.encode_history(pixels)
+        c, _, h, w = latents.shape[1:]
+        return EncodedHistory(pixels, memory, (c, h, w))
+
+    @torch.no_grad()
     def __call__(
         self,
         video,
@@ -88,7 +115,8 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         """Retrieve the frames of `video` at `times` (seconds) from its memory.
 
         Args:
-            video: a path, uint8 (T, H, W, 3), float (3, T, H, W) in [-1, 1], or PIL images.
+            video: a path, uint8 (T, H, W, 3), float (3, T, H, W) in [-1, 1], PIL images, or
+                an `EncodedHistory` from `encode` (not encoded again).
             times: seconds inside the video (a number or a list).
             num_inference_steps: sampling steps (default: the checkpoint's `sample_steps`).
             generator: for the starting noise (one-step estimates use the same noise).
@@ -103,15 +131,12 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         steps = self.framemem_config.train.sample_steps if num_inference_steps is None else num_inference_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise FrameMemError(f"num_inference_steps must be a positive integer (got {steps!r})")
-        frames = video_frames(video, mc.height, mc.width, mc.fps, "video")
-        self.check_history(frames)
-        times = check_times(times, len(frames), mc.fps)
-        indices = [min(int(round(t * mc.fps)), len(frames) - 1) for t in times]
+        history = video if isinstance(video, EncodedHistory) else self.encode(video)
+        pixels, memory, (c, h, w) = history.pixels, history.memory, history.latent_shape
+        times = check_times(times, history.frames, mc.fps)
+        indices = [min(int(round(t * mc.fps)), history.frames - 1) for t in times]
 
         model, device = self.model, self._execution_device
-        pixels = to_model(frames).to(device)
-        latents, memory = model.encode_history(pixels)
-        c, _, h, w = latents.shape[1:]
         omega = torch.tensor([model.codec.latent_index(p) for p in indices], dtype=torch.float32, device=device)[None]
         noise = randn_tensor((1, c, len(indices), h, w), generator=generator, device=device, dtype=torch.float32)
 
@@ -133,7 +158,7 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         if compute_metrics:
             mean_frame = pixels[0].mean(dim=1).cpu()  # (3, H, W): what a model that ignores its memory can reach
             metrics = frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips)
-        counts = model.token_counts(len(frames), mc.height, mc.width)
+        counts = model.token_counts(history.frames, mc.height, mc.width)
         if output_type == "latent":
             shown, first, gt, bic = x0.cpu(), *((x + 1) / 2 for x in (one_step, truth, bicubic))
         else:
