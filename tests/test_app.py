@@ -19,6 +19,7 @@ from framemem.errors import FrameMemError
 from framemem.generation import GenerationCancelled, partial_path, write_generation
 from framemem.metrics import psnr
 from framemem.pipelines.inputs import video_frames
+from framemem.pipelines.pipeline_retrieval import nearby_frames
 
 REQUEST = SimpleNamespace(session_hash="test-session")
 
@@ -110,6 +111,12 @@ def test_the_inspector_turns_bad_input_into_the_clis_line(catalog, tmp_path):
     outputs = InspectTab(catalog).choose("tiny", notes)
     assert outputs[0] is None and outputs[1].startswith("framemem: error: notes.txt: not a readable video")
     assert InspectTab(catalog).move(None, 1.0)[-1].startswith("Choose")
+
+
+def test_nearby_frames_are_those_1_to_3_seconds_away():
+    video = torch.arange(20, dtype=torch.float32)[None, :, None, None].expand(3, 20, 2, 2)  # frame i holds i
+    picked = nearby_frames(video, 10, fps=2.0)[:, 0, 0, 0].tolist()
+    assert picked == [4, 5, 6, 7, 8, 12, 13, 14, 15, 16]  # 1 to 3 s at 2 fps: 2 to 6 frames either side
 
 
 def test_the_one_step_output_is_what_its_metric_scores():

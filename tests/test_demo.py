@@ -1,6 +1,8 @@
 """End to end on the shipped embedded default (the one slow test)."""
 import json
 
+from PIL import Image
+
 from framemem.cli.main import DEFAULT_CHECKPOINT, main
 from framemem.models.framemem import FrameMem
 
@@ -17,6 +19,13 @@ def test_shipped_checkpoint_loads_and_demo_writes_outputs(tmp_path, capsys):
     for record in metrics["per_frame"]:
         label = f"{record['time']:.2f}"
         assert (tmp_path / f"gt_{label}.png").exists() and (tmp_path / f"retrieved_{label}.png").exists()
+        assert record["nearby_psnr"] > 0 and record["swapped_psnr"] > 0  # the demo's two memory checks
+    mean = metrics["mean"]
+    reading = next(line for line in out.splitlines() if line.startswith("reading: "))
+    assert f"{mean['nearby_psnr']:.1f} dB against the frames 1-3 s away" in reading
+    assert f"{mean['swapped_psnr']:.1f} dB when read from another video's memory" in reading
+    with Image.open(tmp_path / "grid.png") as grid:  # truth, retrieved, one-step, bicubic, another video's memory
+        assert grid.height == 18 + 5 * (64 * 4 + 4)
 
 
 def test_demo_continues_the_video_with_the_shipped_stage2_model(tmp_path, capsys):

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from .config import format_rate
 from .files import save_image, write_json
+from .metrics import psnr
 from .data.video import load_frames, to_uint8, write_video
 from .flow import make_scheduler
 from .pipelines import FrameMemPipeline, FrameMemRetrievalPipeline
@@ -19,6 +20,7 @@ from .pipelines.inputs import video_frames
 
 DEMO_SEED_BASE = 1_500_000_000  # procedural demo videos: never trained on, never held out
 DEMO_INIT_SECONDS, DEMO_GENERATE_SECONDS = 8.0, 12.0
+OTHER_SEED_OFFSET = 777_777  # the demo's "another video": a procedural video of another seed
 
 
 def _on_device(pipe):
@@ -53,12 +55,15 @@ def random_times(frames: int, fps: float, count: int, rng: np.random.Generator) 
 
 def run_retrieval(pipe: FrameMemRetrievalPipeline, frames, times: list[float], out: str | Path,
                   steps: int | None = None, sampler: str = "euler", seed: int = 0, source: str = "video",
-                  lpips=None) -> dict:
+                  lpips=None, other=None) -> dict:
     """Retrieve the frames at `times` (seconds) of a history (any video the pipeline takes)
     and write gt_/retrieved_/bicubic_<time>.png, grid.png and metrics.json to `out`: per frame
     and on average, PSNR/SSIM of the sampled and one-step retrieval and of two references,
     the bicubic copy (÷ the spatial rate and back up) and the history's mean frame. With
-    `lpips` (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames."""
+    `lpips` (a `metrics.LPIPS`), records also hold the LPIPS of the retrieved and bicubic frames.
+    With `other` (another video, as long), the same times are also retrieved from its memory
+    with the same noise, and each record gets `swapped_psnr`: what a memory of the wrong
+    video gives, the floor that this video's memory must beat."""
     mc = pipe.framemem_config.model
     wanted = make_scheduler(sampler, pipe.scheduler.config.shift)
     if type(pipe.scheduler) is not type(wanted):  # --sampler names the scheduler; one of that kind is kept
@@ -67,7 +72,18 @@ def run_retrieval(pipe: FrameMemRetrievalPipeline, frames, times: list[float], o
     frames = video_frames(frames, mc.height, mc.width, mc.fps, source)
     result = pipe(frames, times, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                   output_type="pt", lpips=lpips)
-    truth, got, bicubic = (x * 2 - 1 for x in (result.ground_truth, result.frames, result.bicubic))
+    truth, got, one_step, bicubic = (x * 2 - 1 for x in (result.ground_truth, result.frames, result.one_step,
+                                                          result.bicubic))
+    rows = [("truth", truth), ("retrieved\n(sampled)", got), ("one-step\n(the memory's\nmean)", one_step),
+            ("bicubic\n(low-res\ncopy)", bicubic)]
+    if other is not None:
+        other = video_frames(other, mc.height, mc.width, mc.fps, "other video")
+        swapped = pipe(other, result.times, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                       output_type="pt", compute_metrics=False).frames * 2 - 1
+        for k, record in enumerate(result.metrics["per_frame"]):
+            record["swapped_psnr"] = psnr(swapped[k], truth[k])
+        result.metrics["mean"]["swapped_psnr"] = float(np.mean([r["swapped_psnr"] for r in result.metrics["per_frame"]]))
+        rows.append(("another\nvideo's\nmemory", swapped))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # a previous retrieval's frames at other times would sit beside these
@@ -77,7 +93,7 @@ def run_retrieval(pipe: FrameMemRetrievalPipeline, frames, times: list[float], o
         label = time_label(t)
         for name, image in (("gt", truth[k]), ("retrieved", got[k]), ("bicubic", bicubic[k])):
             save_image(_to_image(image), out / f"{name}_{label}.png")
-    save_image(_grid(truth, got, bicubic, result.times), out / "grid.png")
+    save_image(_grid(rows, result.times), out / "grid.png")
     counts = pipe.model.token_counts(len(frames), frames.shape[1], frames.shape[2])
     metrics = {
         "video": source, "frames": len(frames), "fps": mc.fps, "duration_seconds": len(frames) / mc.fps,
@@ -124,7 +140,8 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
     print(f"  full context {counts['full_context']} tokens -> memory {counts['memory']} tokens "
           f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
-    metrics = run_retrieval(pipe, frames, times, out, steps, seed=seed, source=source)
+    other, _ = procedural_video(DEMO_SEED_BASE + seed + OTHER_SEED_OFFSET, len(frames), mc.height, mc.width, mc.fps)
+    metrics = run_retrieval(pipe, frames, times, out, steps, seed=seed, source=source, other=other)
     _print_summary(metrics, out)
     if ar_checkpoint is not None and video_path:
         print("\ngeneration skipped: it continues the procedural video from its own storyboard, and "
@@ -151,7 +168,24 @@ def _print_summary(metrics: dict, out) -> None:
         print(f"{r['time']:>6.2f}s {r['psnr']:>7.2f} {r['ssim']:>6.3f} | {r['bicubic_psnr']:>12.2f} {r['bicubic_ssim']:>6.3f}")
     m = metrics["mean"]
     print(f"{'mean':>7} {m['psnr']:>7.2f} {m['ssim']:>6.3f} | {m['bicubic_psnr']:>12.2f} {m['bicubic_ssim']:>6.3f}")
+    print(memory_reading(m))
     print(f"wrote {out}/ (gt_*, retrieved_*, bicubic_*.png, grid.png, metrics.json)")
+
+
+def memory_reading(mean: dict) -> str:
+    """One line on what the mean figures say about the memory."""
+    line = f"reading: retrieved frames score {mean['psnr']:.1f} dB against their own moment"
+    if mean.get("nearby_psnr") is not None:
+        line += f", {mean['nearby_psnr']:.1f} dB against the frames 1-3 s away"
+    if mean.get("swapped_psnr") is not None:
+        line += f", {mean['swapped_psnr']:.1f} dB when read from another video's memory"
+    alternatives = [v for v in (mean.get("nearby_psnr"), mean.get("swapped_psnr")) if v is not None]
+    if alternatives:
+        gap = mean["psnr"] - max(alternatives)
+        line += (f": the memory holds which moment it is (+{gap:.1f} dB over the closer alternative)" if gap > 0
+                 else ": the memory does not single out the moment")
+    paints = "it already matches" if mean["psnr"] >= mean["bicubic_psnr"] else "it does not yet paint"
+    return f"{line}; the bicubic copy's {mean['bicubic_psnr']:.1f} dB is detail {paints}"
 
 
 def _to_image(frame: torch.Tensor) -> Image.Image:
@@ -159,15 +193,15 @@ def _to_image(frame: torch.Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(frame[:, None])[0].numpy())
 
 
-def _grid(truth, got, bicubic, times, scale: int = 4) -> Image.Image:
-    """Rows: ground truth, retrieved, bicubic reference; one column per time."""
-    k, _, h, w = truth.shape
-    cell_h, cell_w, pad, top, left = h * scale, w * scale, 4, 18, 74
-    canvas = Image.new("RGB", (left + k * (cell_w + pad), top + 3 * (cell_h + pad)), "white")
+def _grid(rows: list[tuple[str, torch.Tensor]], times, scale: int = 4) -> Image.Image:
+    """One row per (label, frames (K, 3, H, W) in [-1, 1]), one column per time."""
+    k, _, h, w = rows[0][1].shape
+    cell_h, cell_w, pad, top, left = h * scale, w * scale, 4, 18, 84
+    canvas = Image.new("RGB", (left + k * (cell_w + pad), top + len(rows) * (cell_h + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    for row, (name, frames) in enumerate((("truth", truth), ("retrieved", got), ("bicubic", bicubic))):
+    for row, (name, frames) in enumerate(rows):
         y = top + row * (cell_h + pad)
-        draw.text((4, y + cell_h // 2 - 6), name, fill="black")
+        draw.multiline_text((4, y + cell_h // 2 - 7 * (name.count("\n") + 1)), name, fill="black")
         for col in range(k):
             x = left + col * (cell_w + pad)
             canvas.paste(_to_image(frames[col]).resize((cell_w, cell_h), Image.NEAREST), (x, y))

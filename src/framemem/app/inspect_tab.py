@@ -100,6 +100,8 @@ class InspectTab:
                 f"SSIM {m['ssim']:.3f} · one-step {m['one_step_psnr']:.2f} dB, SSIM {m['one_step_ssim']:.3f} · "
                 f"bicubic reference {m['bicubic_psnr']:.2f} dB, SSIM {m['bicubic_ssim']:.3f} · "
                 f"the history's mean frame {m['mean_frame_psnr']:.2f} dB")
+        if m.get("nearby_psnr") is not None:
+            line += f" · the retrieved frame against the frames 1-3 s away: {m['nearby_psnr']:.2f} dB"
         images = (out.ground_truth[0], out.frames[0], out.one_step[0], out.bicubic[0])
         return (*(enlarged(image) for image in images), line)
 

@@ -157,7 +157,8 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         metrics = None
         if compute_metrics:
             mean_frame = pixels[0].mean(dim=1).cpu()  # (3, H, W): what a model that ignores its memory can reach
-            metrics = frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips)
+            nearby = [nearby_frames(pixels[0], i, mc.fps).cpu() for i in indices]
+            metrics = frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips, nearby)
         counts = model.token_counts(history.frames, mc.height, mc.width)
         if output_type == "latent":
             shown, first, gt, bic = x0.cpu(), *((x + 1) / 2 for x in (one_step, truth, bicubic))
@@ -170,8 +171,21 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         return FrameMemRetrievalPipelineOutput(*fields)
 
 
-def frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips=None) -> dict:
-    """Per-frame and mean PSNR/SSIM of frames (K, 3, H, W) in [-1, 1] against `truth`."""
+NEARBY_SECONDS = (1.0, 3.0)  # temporal specificity: how the retrieval scores against the frames this far away
+
+
+def nearby_frames(video: torch.Tensor, index: int, fps: float) -> torch.Tensor:
+    """The frames (N, 3, H, W) of `video` (3, T, H, W) 1-3 s before or after frame `index`."""
+    low, high = NEARBY_SECONDS
+    picked = [i for i in range(video.shape[1]) if low <= abs(i - index) / fps <= high]
+    return video[:, picked].transpose(0, 1)
+
+
+def frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_frame, lpips=None, nearby=None) -> dict:
+    """Per-frame and mean PSNR/SSIM of frames (K, 3, H, W) in [-1, 1] against `truth`.
+    `nearby` (per frame, the frames 1-3 s away) adds `nearby_psnr`: the retrieval's mean PSNR
+    against them (None when the video has none). A retrieval that holds its own moment
+    scores higher against it than against its neighbours."""
     records = []
     for k, t in enumerate(times):
         record = {"time": t, "frame_index": indices[k],
@@ -179,9 +193,16 @@ def frame_metrics(times, indices, retrieved, one_step, truth, bicubic, mean_fram
                   "one_step_psnr": psnr(one_step[k], truth[k]), "one_step_ssim": ssim(one_step[k], truth[k]),
                   "bicubic_psnr": psnr(bicubic[k], truth[k]), "bicubic_ssim": ssim(bicubic[k], truth[k]),
                   "mean_frame_psnr": psnr(mean_frame, truth[k]), "mean_frame_ssim": ssim(mean_frame, truth[k])}
+        if nearby is not None:
+            scores = [psnr(retrieved[k], frame) for frame in nearby[k]]
+            record["nearby_psnr"] = float(np.mean(scores)) if scores else None
         if lpips is not None:
             record["lpips"] = float(lpips(retrieved[k : k + 1], truth[k : k + 1]))
             record["bicubic_lpips"] = float(lpips(bicubic[k : k + 1], truth[k : k + 1]))
         records.append(record)
     keys = [k for k in records[0] if k not in ("time", "frame_index")]
-    return {"per_frame": records, "mean": {key: float(np.mean([r[key] for r in records])) for key in keys}}
+    means = {}
+    for key in keys:
+        values = [r[key] for r in records if r[key] is not None]
+        means[key] = float(np.mean(values)) if values else None
+    return {"per_frame": records, "mean": means}
