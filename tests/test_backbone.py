@@ -54,3 +54,46 @@ def test_lora_trains_only_adapters_and_starts_as_identity(config):
         after = dit(x, frames, t)
     assert torch.allclose(before, after, atol=1e-6)
     assert isinstance(dit.transformer, WanTransformer3DModel)
+
+
+def test_x0_prediction_returns_the_networks_output_as_the_x0_estimate(config):
+    from framemem.flow import estimate_x0
+
+    transformer = build_transformer(config.model).eval()
+    velocity, clean = MemoryDiT(transformer), MemoryDiT(transformer, "x0")  # one network, read two ways
+    x = torch.randn(2, 48, 3, 8, 8)
+    frames = torch.arange(3.0)[None].expand(2, 3)
+    memory = MemoryTokens(torch.randn(2, 5, velocity.inner_dim), torch.rand(5, 3) * 3, None)
+    with torch.no_grad():
+        raw = velocity(x, frames, torch.ones(2, 3), memory)  # the network's output, as is
+        at_one = clean(x, frames, torch.ones(2, 3), memory)
+        assert (estimate_x0(x, at_one, torch.ones(2, 3)) - raw).abs().max() < 1e-5
+        t = torch.tensor([[0.5, 0.25, 0.01]]).expand(2, 3)
+        raw = velocity(x, frames, t, memory)
+        expected = (x - raw) / torch.tensor([0.5, 0.25, 0.05])[None, None, :, None, None]  # t clamped at 0.05
+        assert (clean(x, frames, t, memory) - expected).abs().max() < 1e-4
+
+
+def test_the_prediction_type_is_saved_checked_and_the_wan_presets_keep_velocity(config, tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from framemem.cli.main import main
+    from framemem.config import get_preset
+    from framemem.errors import FrameMemError
+    from framemem.models.framemem import FrameMem
+
+    assert all(get_preset(p).model.prediction_type == "velocity" for p in ("tiny", "wan2.2-ti2v-5b", "wan-14b"))
+    config.model.prediction_type = "x0"
+    FrameMem.build(config).save_pretrained(tmp_path / "x0")
+    assert FrameMem.from_pretrained(tmp_path / "x0").dit.prediction_type == "x0"
+    saved = json.loads((tmp_path / "x0" / "framemem.json").read_text())
+    saved["model"]["prediction_type"] = "epsilon"
+    (tmp_path / "x0" / "framemem.json").write_text(json.dumps(saved))
+    assert main(["retrieve", "--checkpoint", str(tmp_path / "x0"), "--video", "any.mp4", "--times", "1",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "framemem: error: prediction_type = epsilon: must be one of velocity, x0"
+    with pytest.raises(FrameMemError, match="unknown prediction type"):
+        MemoryDiT(build_transformer(config.model), "eps")

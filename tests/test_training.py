@@ -31,7 +31,9 @@ def test_omega_is_random_across_steps():
     assert (span.diff() == 1).all()
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(config):
+@pytest.mark.parametrize("prediction_type", ["velocity", "x0"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(config, prediction_type):
+    config.model.prediction_type = prediction_type  # x0: the same velocity loss, through (x_t − x0) / t
     model = FrameMem.build(config)
     rng, _ = step_generators(0, 0)
     video = HistorySampler(config.model).batch(rng, 2)

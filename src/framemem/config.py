@@ -34,6 +34,9 @@ def format_rate(rate: tuple[int, int, int]) -> str:
     return "x".join(str(r) for r in rate)
 
 
+PREDICTION_TYPES = ("velocity", "x0")
+
+
 @dataclass
 class ModelConfig:
     """Geometry, codec, backbone and memory encoder.
@@ -55,6 +58,9 @@ class ModelConfig:
             memory for long histories, same result); None: all at once.
         lora_rank: LoRA rank on the DiT over `transformer_path`'s weights; None trains
             the DiT fully.
+        prediction_type: what the DiT's output is: "velocity" (ε − x0; Wan's pretrained
+            weights) or "x0" (the clean sample, turned into a velocity inside the DiT, so
+            loss, samplers and diagnostics are unchanged; Li & He 2025, arXiv:2511.13720).
     """
 
     fps: float = 4.0
@@ -74,6 +80,7 @@ class ModelConfig:
     encoder_attention_heads: int = 8
     encoder_chunk_blocks: int | None = None
     lora_rank: int | None = None
+    prediction_type: str = "velocity"
 
     @property
     def history_frames(self) -> int:
@@ -92,7 +99,8 @@ class ModelConfig:
             raise FrameMemError("lora_rank needs transformer_path: a checkpoint stores only the LoRA of a DiT "
                                 "it must load from there")
         _check(self, positive=("height", "width", "codec_factor", "codec_temporal_factor", "encoder_attention_heads"),
-               optional_positive=("encoder_chunk_blocks", "lora_rank"))
+               optional_positive=("encoder_chunk_blocks", "lora_rank"),
+               choices={"prediction_type": PREDICTION_TYPES})
 
 
 @dataclass

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .memory_encoder import MemoryTokens
 
 NUM_TRAIN_TIMESTEPS = 1000  # Wan embeds t in [0, 1000]
+X0_MIN_T = 0.05  # x0-prediction: v = (x_t − x0) / t, with t clamped so that v stays finite near t = 0
 # What a preset fixes of the DiT's architecture; loaded weights must agree.
 ARCHITECTURE_KEYS = ("num_attention_heads", "attention_head_dim", "num_layers", "in_channels", "ffn_dim", "patch_size")
 
@@ -73,10 +74,16 @@ def grid_positions(frames: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 
 class MemoryDiT(nn.Module):
-    """The DiT with a memory: `forward(noisy, frames, t, memory, text)`, `memory` a `MemoryTokens`."""
+    """The DiT with a memory: `forward(noisy, frames, t, memory, text)`, `memory` a `MemoryTokens`.
 
-    def __init__(self, transformer: WanTransformer3DModel):
+    `prediction_type` "x0": the transformer predicts the clean latents and forward returns
+    the velocity they imply, (x_t − x0) / t, so everything downstream sees a velocity."""
+
+    def __init__(self, transformer: WanTransformer3DModel, prediction_type: str = "velocity"):
         super().__init__()
+        if prediction_type not in ("velocity", "x0"):
+            raise FrameMemError(f"unknown prediction type '{prediction_type}' (velocity or x0)")
+        self.prediction_type = prediction_type
         self.transformer = transformer
         cfg = transformer.config
         self.patch_size = tuple(cfg.patch_size)
@@ -166,7 +173,10 @@ class MemoryDiT(nn.Module):
         tokens = (tr.norm_out(tokens.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(tokens)
         out = tr.proj_out(tokens)  # (B, K·gh·gw, C·ph·pw)
         out = out.reshape(b, k, gh, gw, 1, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        out = out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if self.prediction_type == "x0":  # x_t = (1 − t)·x0 + t·ε  =>  ε − x0 = (x_t − x0) / t
+            out = (noisy - out) / t.clamp(min=X0_MIN_T)[:, None, :, None, None].to(out.dtype)
+        return out
 
 
 def build_transformer(model_config) -> WanTransformer3DModel:
