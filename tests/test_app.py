@@ -143,6 +143,8 @@ def test_a_job_streams_its_sections_and_offers_the_mp4_and_storyboard(catalog):
     final_status, sections, video, files = updates[-1]
     assert len(sections) == 2 and sections[1][1] == "1.0 s: grass"
     assert sorted(p.rsplit("/", 1)[-1] for p in files) == ["generated.json", "generated.mp4", "storyboard.json"]
+    record = json.loads(open(next(p for p in files if p.endswith("generated.json"))).read())
+    assert record["continuity"]["boundaries"] == 1 and record["continuity"]["ratio"] > 0  # one cut, between 2 sections
     storyboard = json.loads(open(next(p for p in files if p.endswith("storyboard.json"))).read())
     assert Storyboard.from_dict(storyboard).prompts == ("a clock", "grass")  # `framemem generate --storyboard` reads it
     with av.open(video) as container:

@@ -1,5 +1,6 @@
 """LPIPS from local weight files: torchvision's AlexNet layout and the LPIPS release's
 linear layers, written here with random values (no download)."""
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,20 @@ def test_bench_lpips_needs_both_files(tmp_path, capsys):
     assert main(["bench", "retrieval", "--quick", "--lpips-backbone", str(backbone), "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs both" in err and len(err.splitlines()) == 1
+
+
+def test_continuity_is_one_without_a_cut_and_drops_with_one():
+    from framemem.metrics import Continuity
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 200, (1, 16, 16, 3))
+    drift = np.concatenate([np.clip(base + 4 * i, 0, 255) for i in range(8)]).astype(np.uint8)  # smooth motion
+    smooth = Continuity()
+    for first in range(0, 8, 4):
+        smooth.add(drift[first : first + 4])
+    assert smooth.summary()["ratio"] == pytest.approx(1.0, abs=0.05) and smooth.summary()["boundaries"] == 1
+    cut = Continuity()
+    cut.add(drift[:4])
+    cut.add(drift[:4][:, ::-1].copy())  # a new section, as smooth inside, that starts from another picture
+    assert cut.summary()["ratio"] < 0.7
+    assert Continuity().summary() is None

@@ -21,6 +21,7 @@ from .data.storyboard import Storyboard
 from .data.video import VideoWriter, to_uint8
 from .errors import FrameMemError
 from .files import save_image, write_json
+from .metrics import Continuity
 from .pipelines import FrameMemPipeline
 from .pipelines.inputs import video_frames
 
@@ -82,12 +83,16 @@ def write_generation(pipe: FrameMemPipeline, storyboard: Storyboard, seconds: fl
     partial = partial_path(out)
     writer = VideoWriter(partial, mc.fps, mc.height, mc.width, streaming=True)
     writer.write(history)
+    continuity = Continuity()
+    continuity.add(history[-1:])  # the cut from the video continued to the first section counts too
     tiles, made = [], [0]
 
     def section_done(pipe, index, pixels, section):
         frames = to_uint8(pixels[0].cpu())[: wanted - made[0]]  # the last section may run past `seconds`
         made[0] += len(frames)
         writer.write(frames)
+        continuity.add(frames)
+        record["continuity"] = continuity.summary()
         if index in shown:
             tiles.append((frames[len(frames) // 2], f"{section['start_seconds']:.1f}s"))
         record["sections"].append(section)
@@ -167,6 +172,10 @@ def generate_command(checkpoint, storyboard_path, seconds: float, out, init_vide
     fps = pipe.framemem_config.model.fps
     print(f"wrote {out} ({record['frames']} frames, {record['frames'] / fps:.1f}s), {out.with_suffix('.png')}, "
           f"{out.with_suffix('.json')}")
+    if record.get("continuity"):
+        c = record["continuity"]
+        print(f"continuity: consecutive frames match at {c['across_db']:.1f} dB PSNR across the {c['boundaries']} "
+              f"section boundaries, {c['within_db']:.1f} dB within sections (ratio {c['ratio']:.2f}; 1.00 = no visible cut)")
     return record["sections"]
 
 

@@ -130,3 +130,28 @@ def bicubic_reference(frames: torch.Tensor, factor_h: int, factor_w: int) -> tor
         frames, size=(math.ceil(h / factor_h), math.ceil(w / factor_w)), mode="bicubic", antialias=True
     )
     return F.interpolate(small, size=(h, w), mode="bicubic").clamp(-1, 1)
+
+
+class Continuity:
+    """Consecutive-frame PSNR of a video as it streams, split at section boundaries: the mean
+    across boundaries divided by the mean within sections is 1.0 when no cut shows, and
+    lower the more a new section jumps from the last frame before it.
+
+    `add(frames, new_section=True)` takes uint8 (T, H, W, 3) frames in order."""
+
+    def __init__(self):
+        self.last, self.across, self.within = None, [], []
+
+    def add(self, frames, new_section: bool = True) -> None:
+        frames = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
+        for i, frame in enumerate(frames):
+            if self.last is not None:
+                (self.across if new_section and i == 0 else self.within).append(psnr(self.last, frame))
+            self.last = frame
+
+    def summary(self) -> dict | None:
+        """{"across_db", "within_db", "ratio"}, or None before a boundary and a pair inside a section."""
+        if not self.across or not self.within:
+            return None
+        across, within = float(np.mean(self.across)), float(np.mean(self.within))
+        return {"across_db": across, "within_db": within, "ratio": across / within, "boundaries": len(self.across)}

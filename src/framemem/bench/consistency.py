@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from ..config import FrameMemConfig, get_preset, parse_rate
 from ..files import write_json
-from ..metrics import mean_std, psnr, ssim
+from ..metrics import Continuity, mean_std, psnr, ssim
+from ..models.framemem import section_latent_frames
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
 VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
@@ -150,9 +151,17 @@ def evaluate_case(pipe, case: dict, budget: ConsistencyBudget, seed: int) -> tup
     board = Storyboard(tuple(s.start / mc.fps for s in case["shots"]), tuple(s.caption for s in case["shots"]))
     out = pipe(board, seconds=budget.generate_seconds, video=torch.from_numpy(video[:start]),
                num_inference_steps=budget.sample_steps, generator=torch.Generator().manual_seed(seed), output_type="pt")
-    whole = torch.cat([torch.from_numpy(video[:start]), as_uint8(out.frames[0])])  # the history, then the new frames
+    new = as_uint8(out.frames[0])
+    whole = torch.cat([torch.from_numpy(video[:start]), new])  # the history, then the new frames
     generated = whole[back.start : min(back.end, len(whole))].numpy()
-    return match_scores(generated, video[case["first"].start : case["first"].end]), generated
+    scores = match_scores(generated, video[case["first"].start : case["first"].end])
+    continuity = Continuity()
+    continuity.add(video[start - 1 : start])
+    per_section = section_latent_frames(pipe.model) * pipe.codec.temporal_factor  # continuing: whole sections
+    for first in range(0, len(new), per_section):
+        continuity.add(new[first : first + per_section].numpy())
+    scores["continuity"] = continuity.summary()["ratio"]
+    return scores, generated
 
 
 def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
@@ -183,10 +192,10 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                 scores.append(score)
                 if seed == budget.seeds[0] and i == 0:
                     pictures[variant] = frames
-            per_seed.append({k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")})
+            per_seed.append({k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature", "continuity")})
             bar.update()
         record = {"variant": variant, "seeds": list(budget.seeds), "per_seed": per_seed}
-        for key in ("psnr", "ssim", "feature"):
+        for key in ("psnr", "ssim", "feature", "continuity"):
             values = [s[key] for s in per_seed]
             record[f"{key}_mean"], record[f"{key}_std"] = mean_std(values)
         records.append(record)

@@ -202,14 +202,19 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
              "", "Each case: a scene returns after at least "
              f"{b['min_gap_seconds']:g} s of other scenes; the model continues the video from just before the return, "
              "and each generated frame of the return is scored against the best-matching frame of the first appearance.",
-             "", "| memory | PSNR (dB) | SSIM | feature similarity |", "|---|---|---|---|"]
+             "", "| memory | PSNR (dB) | SSIM | feature similarity | continuity |", "|---|---|---|---|---|"]
     for r in result["records"]:
+        continuity = (f"{r['continuity_mean']:.3f} ± {r['continuity_std']:.3f}" if "continuity_mean" in r
+                      else "not recorded")
         lines.append(f"| {consistency_title(r['variant'])} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['feature_mean']:.3f} ± {r['feature_std']:.3f} |")
+                     f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['feature_mean']:.3f} ± {r['feature_std']:.3f} | "
+                     f"{continuity} |")
     for name, label in (("truth", "reference: the true return"), ("other_scene", "reference: a different scene")):
         ref = result["references"][name]
-        lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} |")
-    lines += ["", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
+        lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} | — |")
+    lines += ["", "Continuity: the mean PSNR between consecutive generated frames across section boundaries "
+              "divided by the same within sections (1.0 = no visible cut; the boundary from the history to the "
+              "first section counts).", "", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
               "The first appearance, the true return, then each row's generated return for the first case:", "",
               f"![generated returns]({path.stem}-grid.png)", ""]
     write_text(path, "\n".join(lines))
