@@ -234,3 +234,15 @@ def test_a_port_in_use_is_one_line(capsys):
         assert main(["app", "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("framemem: error: Cannot find empty port")
+
+
+def test_generation_reads_the_sliding_window_beside_the_memory(catalog):
+    pipe = catalog.generation("tiny-ar")
+    plain = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
+    pipe.framemem_config.ar.window_frames = 2
+    try:
+        windowed = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
+    finally:
+        pipe.framemem_config.ar.window_frames = 0
+    assert plain[0]["memory_tokens"] == windowed[0]["memory_tokens"] == 0  # nothing before the first section
+    assert windowed[1]["memory_tokens"] == plain[1]["memory_tokens"] + 2 * 8 * 8  # two 64x64 frames: 8x8 tokens each

@@ -88,9 +88,55 @@ def test_appending_sections_equals_encoding_the_whole_history(config):
     assert torch.equal(window.memory().positions, whole.positions[-3 * per_block :])
 
 
-def test_stage2_steps_lower_the_loss(config):
+def test_a_sliding_window_appends_equal_encoding_the_whole_history(config, tmp_path):
+    config.ar.window_frames = 3  # latent frames at full resolution beside the memory
+    model = FrameMem.build(config).eval()
+    torch.nn.init.normal_(model.encoder.proj_out.weight, std=0.05)
+    video = torch.rand(1, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        latents, whole = model.encode_history(video)
+        expected = model.context(whole, latents, latents.shape[2])
+        state = MemoryState(model)
+        for start in range(0, 16, 4):
+            state.append(*model.history_latents(video[:, :, start : start + 4]))
+        appended = state.memory()
+    per_frame = 4 * 4  # a 32x32 frame: 8x8 latents, 2x2 patches
+    assert appended.tokens.shape[1] == whole.tokens.shape[1] + 3 * per_frame == state.tokens
+    assert (appended.tokens - expected.tokens).abs().max() <= 1e-5
+    assert torch.equal(appended.positions, expected.positions)
+    assert appended.positions[-1].tolist() == [latents.shape[2] - 1, 3.0, 3.0]  # the last frame, at its true place
+    assert torch.equal(appended.tokens[:, -per_frame:], model.dit.patch_embedding(latents[:, :, -1:]).flatten(2).transpose(1, 2))
+    state.save(tmp_path / "m.safetensors")  # the window is part of a saved memory
+    assert torch.equal(MemoryState.load(tmp_path / "m.safetensors", model).memory().tokens, appended.tokens)
+    counts = plan_rows(config, window_frames=3)
+    assert counts == state.tokens
+
+
+def plan_rows(config, window_frames):
+    from framemem.plan import plan
+
+    result = plan(config, 32, 32, config.model.fps, 16 / config.model.fps, [config.model.rate], window_frames=window_frames)
+    return result["rows"][1]["memory_tokens"]
+
+
+def test_a_window_longer_than_the_history_window_is_one_line(config, tmp_path, capsys):
+    config.ar.window_frames = 10_000
+    with pytest.raises(FrameMemError, match="ar.window_frames = 10000: longer than the history window"):
+        FrameMem.build(config)
+    stage1 = tmp_path / "stage1"
+    config.ar.window_frames = 0
+    FrameMem.build(config).save_pretrained(stage1)
+    code = main(["finetune", "--memory-checkpoint", str(stage1), "--out", str(tmp_path / "ar"), "--steps", "1",
+                 "--set", "ar.window_frames=10000"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("framemem: error: ar.window_frames = 10000: longer") and "\n" not in err
+
+
+@pytest.mark.parametrize("window_frames", [0, 2])
+def test_stage2_steps_lower_the_loss(config, window_frames):
     from framemem.models.text_encoders import build_text_encoder
 
+    config.ar.window_frames = window_frames  # with a sliding window, its tokens join the memory in training
     model = FrameMem.build(config)
     model.text_encoder = build_text_encoder(config.ar, model.dit.text_dim, None)
     frames = config.model.history_frames + 4

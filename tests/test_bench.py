@@ -113,6 +113,8 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
     assert Image.open(tmp_path / "consistency-grid.png").height >= (2 + len(VARIANTS)) * 64
     window = json.loads((tmp_path / "runs" / "stage2-sliding_window-seed0" / "model" / "framemem.json").read_text())
     assert window["model"]["rate"] == [1, 1, 1] and window["model"]["seconds"] == 0.5
+    beside = json.loads((tmp_path / "runs" / "stage2-sliding_window_memory-seed0" / "model" / "framemem.json").read_text())
+    assert beside["ar"]["window_frames"] == 2 and beside["model"]["rate"] == [4, 4, 2]  # the window beside the memory
     # a given stage-2 checkpoint is scored on the same cases; nothing is trained again
     given = tmp_path / "runs" / "stage2-proposed-seed0" / "model"
     again = consistency_table(dataclasses.replace(QUICK_C, checkpoints=(str(given),)), tmp_path / "runs", tmp_path / "c2")

@@ -164,6 +164,9 @@ class ARConfig:
     train_memory: fine-tune φ too (default: frozen, as pretrained).
     steps, lr: the fine-tuning budget (other optimiser settings are the preset's `train`).
     cfg, sample_steps: generation defaults.
+    window_frames: the sliding window (paper §4.5): the last W latent frames of the history,
+        at full resolution (the DiT's own patch embedding), clean, at their true positions,
+        beside the memory; 0 turns it off. At most the history window.
     """
 
     section_seconds: float = 1.0
@@ -182,11 +185,13 @@ class ARConfig:
     lr: float = 1e-4
     cfg: float = 5.0
     sample_steps: int = 30
+    window_frames: int = 0
 
     def validate(self) -> None:
         _check(self, positive=("section_seconds", "text_tokens", "text_buckets", "t_std", "t_shift", "steps", "lr",
                                "sample_steps"),
-               optional_positive=("lora_rank",), non_negative=("cfg",), fractions=("text_dropout", "memory_dropout"),
+               optional_positive=("lora_rank",), non_negative=("cfg", "window_frames"),
+               fractions=("text_dropout", "memory_dropout"),
                choices={"text_encoder": ("umt5", "hashed")})
 
 

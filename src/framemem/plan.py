@@ -29,8 +29,10 @@ BF16_BYTES = 2
 
 
 def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: float,
-         rates=PAPER_RATES, section_seconds: float = 1.0) -> dict:
-    """Rows for the full context, each rate (h, w, t) and the FramePack schedule."""
+         rates=PAPER_RATES, section_seconds: float = 1.0, window_frames: int | None = None) -> dict:
+    """Rows for the full context, each rate (h, w, t) and the FramePack schedule. A sliding
+    window (`window_frames` latent frames, default the preset's `ar.window_frames`) adds its
+    full-resolution tokens to every memory row."""
     mc = config.model
     arch = mc.transformer
     if not arch:
@@ -54,6 +56,10 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
     history = tokens_of(int(round(seconds * fps)))
     section = math.prod(tokens_of(max(1, int(round(section_seconds * fps)))))
     full = math.prod(history)
+    window_frames = config.ar.window_frames if window_frames is None else window_frames
+    if window_frames < 0:
+        raise FrameMemError(f"window frames: {window_frames} must be 0 or more")
+    window = min(window_frames, history[0]) * history[1] * history[2]  # never more than the history holds
 
     def row(name: str, memory: int, ideal: float | None = None) -> dict:
         n = memory + section
@@ -65,14 +71,16 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
         }
 
     rows = [row("full context", full, full)]
+    beside = f" + window {window_frames}" if window else ""
     for rate in rates:
         rh, rw, rt = rate
         padded = math.prod(memory_grid(history, (rt, rh, rw)))
-        rows.append(row(f"rate {format_rate(rate)}", padded, full / (rh * rw * rt)))
+        rows.append(row(f"rate {format_rate(rate)}{beside}", padded + window, full / (rh * rw * rt) + window))
     rows.append(row("FramePack schedule (1 + 2 frames, then 4x)", framepack_tokens(history)))
     return {
         "preset": config.preset, "resolution": f"{width}x{height}", "fps": fps, "seconds": seconds,
         "section_seconds": section_seconds, "token_grid": list(history), "section_tokens": section,
+        "window_frames": window_frames, "window_tokens": window,
         "dit": {"width": width_d, "layers": layers, "ffn": ffn},
         "codec": {"spatial": geometry.spatial_factor, "temporal": geometry.temporal_factor, "causal": geometry.causal},
         "rows": rows,
@@ -86,7 +94,9 @@ def format_plan(result: dict) -> str:
         f"{result['preset']}: {result['seconds']:g} s of {result['resolution']} at {result['fps']:g} fps "
         f"-> token grid {t} x {h} x {w} (codec x{result['codec']['spatial']} spatial, x{result['codec']['temporal']} "
         f"temporal; patch 1x2x2); DiT {result['dit']['width']} wide, {result['dit']['layers']} layers; "
-        f"each forward adds a {result['section_seconds']:g} s section of {result['section_tokens']:,} tokens.",
+        f"each forward adds a {result['section_seconds']:g} s section of {result['section_tokens']:,} tokens"
+        + (f"; a sliding window of {result['window_frames']} full-resolution latent frames adds "
+           f"{result['window_tokens']:,} tokens to each rate's row." if result.get("window_tokens") else "."),
         "",
         "| context | memory tokens (padded) | ideal count | full / memory | attention TFLOPs per forward | activation GB (train, bf16) |",
         "|---|---|---|---|---|---|",

@@ -15,6 +15,8 @@ Variants (every one gets the same stage-2 steps; stage 1 is shared where it exis
   without_pretrain  a fresh proposed φ trained in stage 2 for stage-1 + stage-2 steps
   sliding_window    no long memory: the DiT's patchifier over the last 0.5 s (2 latent
                     frames, 128 tokens: about the memory's 160)
+  sliding_window_memory  proposed, plus the last 0.5 s (WINDOW_FRAMES latent frames) at full
+                    resolution beside the memory (paper §4.5; ar.window_frames)
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from ..metrics import Continuity, mean_std, psnr, ssim
 from ..models.framemem import section_latent_frames
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
-VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window")
+VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window", "sliding_window_memory")
+WINDOW_FRAMES = 2  # sliding_window_memory: the same 0.5 s as the sliding_window row, beside the memory
 
 
 @dataclass
@@ -132,6 +135,8 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
         fresh = "proposed"
     elif variant == "sliding_window":
         fresh, window, config.model.rate = "large_patchifier", 0.5, parse_rate("1x1x1")
+    elif variant == "sliding_window_memory":
+        config.ar.window_frames = WINDOW_FRAMES
     finetune(config, model1, stage2, resume=latest_checkpoint(stage2) is not None, fresh_memory=fresh,
              window_seconds=window)
     release_run()

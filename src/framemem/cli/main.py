@@ -168,7 +168,7 @@ def cmd_plan(args) -> None:
     height, width = parse_resolution(args.resolution) if args.resolution else (config.model.height, config.model.width)
     rates = [parse_rate(r) for r in args.rate] if args.rate else PAPER_RATES
     result = plan(config, height, width, args.fps or config.model.fps, args.seconds or config.model.seconds,
-                  rates, args.section_seconds)
+                  rates, args.section_seconds, args.window_frames)
     print(format_plan(result))
     if args.json:
         write_json(args.json, result)
@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive(), help="history length (default: the preset's)")
     p.add_argument("--rate", action="append", help="HxWxT, repeatable (default: the paper's four rates)")
     p.add_argument("--section-seconds", type=_positive(), default=1.0, help="length of the section generated per forward")
+    p.add_argument("--window-frames", type=_non_negative_int, help="a sliding window of this many full-resolution "
+                   "latent frames beside the memory (default: the preset's ar.window_frames)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_plan)
 

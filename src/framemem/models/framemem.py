@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
-from .memory_dit import MemoryDiT, build_transformer
+from .memory_dit import MemoryDiT, build_transformer, grid_positions
 from .codecs import LatentCodec, build_codec, check_divisible
 from ..config import FrameMemConfig
 from ..errors import FrameMemError
@@ -46,6 +46,40 @@ class FrameMem(nn.Module):
         self.dit = dit
         self.encoder = encoder
         self.text_encoder = text_encoder  # stage 2 only
+        self.check_window()
+
+    def check_window(self) -> None:
+        """The sliding window (`ar.window_frames`) must fit in the history window."""
+        window = self.config.ar.window_frames
+        if window == 0:
+            return
+        history = window_blocks(self) * self.encoder.block_frames
+        if window > history:
+            raise FrameMemError(f"ar.window_frames = {window}: longer than the history window "
+                                f"({history} latent frames)")
+
+    def window_tokens(self, latents: torch.Tensor, first: int) -> MemoryTokens:
+        """Sliding-window context: clean latents (B, C, W, h, w) that start at latent frame
+        `first`, patch-embedded by the DiT at full resolution -> tokens (B, W·h'·w', D) and
+        positions (W·h'·w', 3) at their true frames."""
+        tokens = self.dit.patch_embedding(latents).flatten(2).transpose(1, 2)
+        _, ph, pw = self.dit.patch_size
+        frames = (first + torch.arange(latents.shape[2], device=latents.device)).float()[None]
+        positions = grid_positions(frames, latents.shape[3] // ph, latents.shape[4] // pw)[0]
+        return MemoryTokens(tokens, positions, None)
+
+    def context(self, memory: MemoryTokens | None, latents: torch.Tensor, end: int) -> MemoryTokens | None:
+        """`memory` with the sliding window of latents (B, C, ·, h, w) that end at latent
+        frame `end` (exclusive) beside it: what the DiT reads before a section."""
+        width = min(self.config.ar.window_frames, end, latents.shape[2])
+        if width == 0:
+            return memory
+        window = self.window_tokens(latents[:, :, -width:], end - width)
+        if memory is None:
+            return window
+        positions = memory.positions if memory.positions.ndim == 2 else memory.positions[0]
+        return MemoryTokens(torch.cat([memory.tokens, window.tokens.to(memory.tokens)], dim=1),
+                            torch.cat([positions, window.positions.to(positions)]), None)
 
     @classmethod
     def build(cls, config: FrameMemConfig, variant: str = "proposed") -> "FrameMem":

@@ -46,6 +46,7 @@ class MemoryState:
         self.latent_frames = 0  # latent frames appended so far (dropped ones included)
         self.decode_past: torch.Tensor | None = None  # (1, C, ≤ DECODE_PAST, h, w)
         self.pixels: torch.Tensor | None = None  # (1, 3, T, H, W), causal codecs only
+        self.window: torch.Tensor | None = None  # (1, C, ≤ ar.window_frames, h, w): the sliding window
 
     def append(self, latents: torch.Tensor, low_res: torch.Tensor | None, pixels: torch.Tensor | None = None) -> None:
         """Encode and append whole blocks of latents; `pixels` (their frames) are kept for a causal codec."""
@@ -64,18 +65,25 @@ class MemoryState:
         self.latent_frames += latents.shape[2]
         past = latents if self.decode_past is None else torch.cat([self.decode_past, latents], dim=2)
         self.decode_past = past[:, :, -DECODE_PAST:]
+        width = self.model.config.ar.window_frames
+        if width:
+            window = latents if self.window is None else torch.cat([self.window, latents], dim=2)
+            self.window = window[:, :, -width:]
         if pixels is not None and self.model.codec.causal:
             self.pixels = pixels if self.pixels is None else torch.cat([self.pixels, pixels], dim=2)
 
     def memory(self) -> MemoryTokens | None:
-        """The tokens (1, N, D) and positions (N, 3) the DiT reads; None while empty."""
+        """The tokens (1, N, D) and positions (N, 3) the DiT reads, the sliding window's
+        after the memory's; None while empty."""
         if not self.blocks:
             return None
-        return MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
+        memory = MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
+        return memory if self.window is None else self.model.context(memory, self.window, self.latent_frames)
 
     @property
     def tokens(self) -> int:
-        return sum(b[0].shape[1] for b in self.blocks)
+        memory = self.memory()
+        return 0 if memory is None else memory.tokens.shape[1]
 
     @property
     def seconds(self) -> float:
@@ -94,7 +102,8 @@ class MemoryState:
         """What a loaded state must agree on with the model that reads it."""
         config = self.model.encoder.config
         return {"preset": self.model.config.preset, "rate": list(config.rate), "variant": config.variant,
-                "dit_width": int(config.dit_width), "latent_channels": int(config.latent_channels)}
+                "dit_width": int(config.dit_width), "latent_channels": int(config.latent_channels),
+                "window_frames": int(self.model.config.ar.window_frames)}
 
     def save(self, path: str | Path) -> None:
         """Write the state as one safetensors file (atomically); no pickles."""
@@ -102,7 +111,7 @@ class MemoryState:
         for i, (tokens, positions) in enumerate(self.blocks):
             tensors[f"block.{i}.tokens"] = tokens.detach().float().cpu().contiguous()
             tensors[f"block.{i}.positions"] = positions.detach().float().cpu().contiguous()
-        for name in ("decode_past", "pixels"):
+        for name in ("decode_past", "pixels", "window"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value.detach().float().cpu().contiguous()
@@ -127,7 +136,7 @@ class MemoryState:
         if meta.get("format") != FORMAT:
             raise FrameMemError(f"{path}: not a framemem memory state (format {meta.get('format')!r})")
         state = cls(model, json.loads(meta["max_blocks"]))
-        saved = json.loads(meta["model"])
+        saved = {"window_frames": 0, **json.loads(meta["model"])}  # states saved before the window had none
         if saved != state._identity():
             differ = ", ".join(f"{k} {saved.get(k)} (model: {v})" for k, v in state._identity().items() if saved.get(k) != v)
             raise FrameMemError(f"{path}: this memory was made by another model: {differ}")
@@ -137,6 +146,7 @@ class MemoryState:
         state.latent_frames = int(meta["latent_frames"])
         state.decode_past = tensors["decode_past"].to(device) if "decode_past" in tensors else None
         state.pixels = tensors["pixels"].to(device) if "pixels" in tensors else None
+        state.window = tensors["window"].to(device) if "window" in tensors else None
         return state
 
 

@@ -113,6 +113,7 @@ class FrameMemPipeline(FrameMemPipelineBase):
         shape = (branches, self.codec.channels, section, *self.codec.latent_shape(1, mc.height, mc.width)[1:])
         window = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames)
         tokens = model.token_counts(window, mc.height, mc.width)["memory"]
+        tokens += self.framemem_config.ar.window_frames * math.prod(shape[3:]) // math.prod(model.dit.patch_size[1:])
         memory = MemoryTokens(torch.zeros(branches, tokens, model.dit.inner_dim, device=device),
                               torch.zeros(tokens, 3, device=device), None)
         frames = torch.arange(section, device=device).float()[None].expand(branches, -1)

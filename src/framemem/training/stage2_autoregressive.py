@@ -80,7 +80,7 @@ def ar_loss(model, batch: ARBatch, ar_config, generator: torch.Generator) -> tor
     h = batch.history
     x0 = latents[:, :, h : h + section_latent_frames(model)]
     b, section = x0.shape[0], x0.shape[2]
-    memory = split_memory(model, latents, low_res, h)
+    memory = model.context(split_memory(model, latents, low_res, h), latents[:, :, :h], h)
     if memory is not None and torch.rand((), generator=generator).item() < ar_config.memory_dropout:
         memory = None
     keep = torch.rand(b, generator=generator) >= ar_config.text_dropout
@@ -114,7 +114,7 @@ def ar_diagnostics(model, clips: list[torch.Tensor], prompts: list[str], seed: i
         latents, low_res = model.history_latents(clip)
         h = latents.shape[2] - section
         x0 = latents[:, :, h:]
-        memory = split_memory(model, latents, low_res, h)
+        memory = model.context(split_memory(model, latents, low_res, h), latents[:, :, :h], h)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         t = torch.ones(1, section, device=x0.device)
         frames = (h + torch.arange(section, device=x0.device)).float()[None]
@@ -178,6 +178,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     rate = config.model.rate
     config.model, config.stage = model.config.model, 2
     model.config = config
+    model.check_window()
     torch.manual_seed(config.train.seed)
     ar, dit = config.ar, model.dit
     if fresh_memory:
