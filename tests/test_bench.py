@@ -103,13 +103,13 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
     assert [r["variant"] for r in data["records"]] == list(VARIANTS)
     for r in data["records"]:
         assert len(r["per_seed"]) == 1 and 0 < r["psnr_mean"] < 60 and -1 <= r["feature_mean"] <= 1
-        assert 0 < r["continuity_mean"] < 5  # consecutive-frame PSNR across boundaries / within sections
+        assert r["continuity_mean"] is None  # --quick makes one section per case: no boundary to score
     case = data["cases"][0]
     assert case["first"][1] <= case["return"][0]  # the scene came back after leaving
     assert set(data["references"]) == {"truth", "other_scene"}
     table = (tmp_path / "consistency.md").read_text()
     assert "Without Pretrain" in table and "Sliding window" in table and "the true return" in table
-    assert f"{data['records'][0]['continuity_mean']:.3f} ± 0.000" in table and "no visible cut" in table
+    assert "no unplanned boundary" in table and "no visible cut" in table
     assert Image.open(tmp_path / "consistency-grid.png").height >= (2 + len(VARIANTS)) * 64
     window = json.loads((tmp_path / "runs" / "stage2-sliding_window-seed0" / "model" / "framemem.json").read_text())
     assert window["model"]["rate"] == [1, 1, 1] and window["model"]["seconds"] == 0.5

@@ -85,13 +85,15 @@ def write_generation(pipe: FrameMemPipeline, storyboard: Storyboard, seconds: fl
     writer.write(history)
     continuity = Continuity()
     continuity.add(history[-1:])  # the cut from the video continued to the first section counts too
+    last_prompt = [storyboard.prompt_at(len(history) / mc.fps - 1e-6) if len(history) else None]
     tiles, made = [], [0]
 
     def section_done(pipe, index, pixels, section):
         frames = to_uint8(pixels[0].cpu())[: wanted - made[0]]  # the last section may run past `seconds`
         made[0] += len(frames)
         writer.write(frames)
-        continuity.add(frames)
+        continuity.add(frames, planned_cut=section["prompt"] != last_prompt[0] and last_prompt[0] is not None)
+        last_prompt[0] = section["prompt"]
         record["continuity"] = continuity.summary()
         if index in shown:
             tiles.append((frames[len(frames) // 2], f"{section['start_seconds']:.1f}s"))

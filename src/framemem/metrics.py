@@ -137,15 +137,16 @@ class Continuity:
     across boundaries divided by the mean within sections is 1.0 when no cut shows, and
     lower the more a new section jumps from the last frame before it.
 
-    `add(frames, new_section=True)` takes uint8 (T, H, W, 3) frames in order."""
+    `add(frames, new_section=True, planned_cut=False)` takes uint8 (T, H, W, 3) frames in
+    order; a boundary where the storyboard asks for a new shot (`planned_cut`) is not scored."""
 
     def __init__(self):
         self.last, self.across, self.within = None, [], []
 
-    def add(self, frames, new_section: bool = True) -> None:
+    def add(self, frames, new_section: bool = True, planned_cut: bool = False) -> None:
         frames = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
         for i, frame in enumerate(frames):
-            if self.last is not None:
+            if self.last is not None and not (planned_cut and i == 0):
                 (self.across if new_section and i == 0 else self.within).append(psnr(self.last, frame))
             self.last = frame
 

@@ -140,7 +140,9 @@ def demo_command(checkpoint, video_path=None, out="demo_out", seed=None, count=4
     print(f"  {len(frames)} frames, {duration:.1f}s at {mc.fps:g} fps, {mc.width}x{mc.height}")
     print(f"  full context {counts['full_context']} tokens -> memory {counts['memory']} tokens "
           f"(rate {format_rate(mc.rate)}, {counts['full_context'] / counts['memory']:.0f}x shorter)")
-    other, _ = procedural_video(DEMO_SEED_BASE + seed + OTHER_SEED_OFFSET, len(frames), mc.height, mc.width, mc.fps)
+    other = None
+    if not video_path:  # another video like this one (with --video, no video of the same kind is at hand)
+        other, _ = procedural_video(DEMO_SEED_BASE + seed + OTHER_SEED_OFFSET, len(frames), mc.height, mc.width, mc.fps)
     metrics = run_retrieval(pipe, frames, times, out, steps, seed=seed, source=source, other=other)
     _print_summary(metrics, out)
     if ar_checkpoint is not None and video_path:

@@ -57,9 +57,9 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
     section = math.prod(tokens_of(max(1, int(round(section_seconds * fps)))))
     full = math.prod(history)
     window_frames = config.ar.window_frames if window_frames is None else window_frames
-    if window_frames < 0:
-        raise FrameMemError(f"window frames: {window_frames} must be 0 or more")
-    window = min(window_frames, history[0]) * history[1] * history[2]  # never more than the history holds
+    if not 0 <= window_frames <= history[0]:
+        raise FrameMemError(f"window frames: {window_frames}: the history holds {history[0]} latent frames")
+    window = window_frames * history[1] * history[2]
 
     def row(name: str, memory: int, ideal: float | None = None) -> dict:
         n = memory + section

@@ -83,7 +83,7 @@ class InspectTab:
         rates = [tuple(mc.rate)] + [r for r in PAPER_RATES if tuple(r) != tuple(mc.rate)]
         result = plan(config, mc.height, mc.width, mc.fps, frames / mc.fps, rates, config.ar.section_seconds)
         own = f"rate {format_rate(mc.rate)}"
-        return [[r["name"] + (" (this checkpoint)" if r["name"] == own else ""), r["memory_tokens"],
+        return [[r["name"] + (" (this checkpoint)" if r["name"].split(" + ")[0] == own else ""), r["memory_tokens"],
                  f"{r['ratio']:.1f}x", round(r["attention_tflops"], 4), round(r["activation_gb"], 3)]
                 for r in result["rows"]]
 

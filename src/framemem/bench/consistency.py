@@ -160,12 +160,13 @@ def evaluate_case(pipe, case: dict, budget: ConsistencyBudget, seed: int) -> tup
     whole = torch.cat([torch.from_numpy(video[:start]), new])  # the history, then the new frames
     generated = whole[back.start : min(back.end, len(whole))].numpy()
     scores = match_scores(generated, video[case["first"].start : case["first"].end])
-    continuity = Continuity()
-    continuity.add(video[start - 1 : start])
+    continuity = Continuity()  # the history ends at a planned cut (the scene returns): it is not scored
     per_section = section_latent_frames(pipe.model) * pipe.codec.temporal_factor  # continuing: whole sections
-    for first in range(0, len(new), per_section):
-        continuity.add(new[first : first + per_section].numpy())
-    scores["continuity"] = continuity.summary()["ratio"]
+    for index, first in enumerate(range(0, len(new), per_section)):
+        planned = index > 0 and out.sections[index]["prompt"] != out.sections[index - 1]["prompt"]
+        continuity.add(new[first : first + per_section].numpy(), planned_cut=planned)
+    summary = continuity.summary()
+    scores["continuity"] = summary["ratio"] if summary else None  # one section, or only planned cuts
     return scores, generated
 
 
@@ -197,11 +198,17 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                 scores.append(score)
                 if seed == budget.seeds[0] and i == 0:
                     pictures[variant] = frames
-            per_seed.append({k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature", "continuity")})
+            seed_scores = {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim", "feature")}
+            ratios = [s["continuity"] for s in scores if s["continuity"] is not None]
+            seed_scores["continuity"] = float(np.mean(ratios)) if ratios else None
+            per_seed.append(seed_scores)
             bar.update()
         record = {"variant": variant, "seeds": list(budget.seeds), "per_seed": per_seed}
         for key in ("psnr", "ssim", "feature", "continuity"):
             values = [s[key] for s in per_seed]
+            if None in values:
+                record[f"{key}_mean"] = record[f"{key}_std"] = None
+                continue
             record[f"{key}_mean"], record[f"{key}_std"] = mean_std(values)
         records.append(record)
     bar.close()

@@ -205,8 +205,8 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
              "and each generated frame of the return is scored against the best-matching frame of the first appearance.",
              "", "| memory | PSNR (dB) | SSIM | feature similarity | continuity |", "|---|---|---|---|---|"]
     for r in result["records"]:
-        continuity = (f"{r['continuity_mean']:.3f} ± {r['continuity_std']:.3f}" if "continuity_mean" in r
-                      else "not recorded")
+        continuity = (f"{r['continuity_mean']:.3f} ± {r['continuity_std']:.3f}" if r.get("continuity_mean") is not None
+                      else "not recorded" if "continuity_mean" not in r else "no unplanned boundary")
         lines.append(f"| {consistency_title(r['variant'])} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} | {r['feature_mean']:.3f} ± {r['feature_std']:.3f} | "
                      f"{continuity} |")
@@ -214,8 +214,8 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
         ref = result["references"][name]
         lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} | — |")
     lines += ["", "Continuity: the mean PSNR between consecutive generated frames across section boundaries "
-              "divided by the same within sections (1.0 = no visible cut; the boundary from the history to the "
-              "first section counts).", "", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
+              "divided by the same within sections (1.0 = no visible cut); boundaries where the storyboard changes "
+              "the prompt, and the one from the history (the scene's return), are planned cuts and not scored.", "", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
               "The first appearance, the true return, then each row's generated return for the first case:", "",
               f"![generated returns]({path.stem}-grid.png)", ""]
     write_text(path, "\n".join(lines))

@@ -82,8 +82,12 @@ class MemoryState:
 
     @property
     def tokens(self) -> int:
-        memory = self.memory()
-        return 0 if memory is None else memory.tokens.shape[1]
+        """How many tokens `memory()` returns (counted, not computed)."""
+        if not self.blocks:
+            return 0
+        _, ph, pw = self.model.dit.patch_size
+        window = 0 if self.window is None else self.window.shape[2] * (self.window.shape[3] // ph) * (self.window.shape[4] // pw)
+        return sum(b[0].shape[1] for b in self.blocks) + window
 
     @property
     def seconds(self) -> float:
@@ -136,7 +140,10 @@ class MemoryState:
         if meta.get("format") != FORMAT:
             raise FrameMemError(f"{path}: not a framemem memory state (format {meta.get('format')!r})")
         state = cls(model, json.loads(meta["max_blocks"]))
-        saved = {"window_frames": 0, **json.loads(meta["model"])}  # states saved before the window had none
+        saved = json.loads(meta["model"])
+        width = state._identity()["window_frames"]
+        if "window_frames" not in saved:  # saved before the window existed: its last latents can rebuild it
+            saved["window_frames"] = width if width <= DECODE_PAST else 0
         if saved != state._identity():
             differ = ", ".join(f"{k} {saved.get(k)} (model: {v})" for k, v in state._identity().items() if saved.get(k) != v)
             raise FrameMemError(f"{path}: this memory was made by another model: {differ}")
@@ -147,6 +154,8 @@ class MemoryState:
         state.decode_past = tensors["decode_past"].to(device) if "decode_past" in tensors else None
         state.pixels = tensors["pixels"].to(device) if "pixels" in tensors else None
         state.window = tensors["window"].to(device) if "window" in tensors else None
+        if state.window is None and width and state.decode_past is not None:
+            state.window = state.decode_past[:, :, -width:]
         return state
 
 

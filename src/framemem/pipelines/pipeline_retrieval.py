@@ -172,12 +172,16 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
 
 
 NEARBY_SECONDS = (1.0, 3.0)  # temporal specificity: how the retrieval scores against the frames this far away
+NEARBY_FRAMES = 8  # at most this many of them, evenly spread (a 24 fps video has ~100)
 
 
 def nearby_frames(video: torch.Tensor, index: int, fps: float) -> torch.Tensor:
-    """The frames (N, 3, H, W) of `video` (3, T, H, W) 1-3 s before or after frame `index`."""
+    """Up to NEARBY_FRAMES frames (N, 3, H, W) of `video` (3, T, H, W) 1-3 s before or
+    after frame `index`, evenly spread over them."""
     low, high = NEARBY_SECONDS
     picked = [i for i in range(video.shape[1]) if low <= abs(i - index) / fps <= high]
+    if len(picked) > NEARBY_FRAMES:
+        picked = [picked[int(k)] for k in np.linspace(0, len(picked) - 1, NEARBY_FRAMES).round()]
     return video[:, picked].transpose(0, 1)
 
 

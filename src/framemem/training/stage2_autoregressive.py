@@ -178,7 +178,6 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
     rate = config.model.rate
     config.model, config.stage = model.config.model, 2
     model.config = config
-    model.check_window()
     torch.manual_seed(config.train.seed)
     ar, dit = config.ar, model.dit
     if fresh_memory:
@@ -186,6 +185,7 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
         config.model.seconds = window_seconds or config.model.seconds
         model.encoder = build_memory_encoder(config.model, model.codec.channels, dit.inner_dim, dit.patch_size,
                                              fresh_memory, dit.patch_embedding)
+    model.check_window()  # after a fresh φ's window_seconds
     model.encoder.requires_grad_(ar.train_memory or bool(fresh_memory))
     if config.model.lora_rank:  # keep training the stage-1 LoRA
         dit.transformer.requires_grad_(False)
