@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import FrameMemError
 from ..files import write_json
 from .arguments import _non_negative_int, _Parser, _parse_times, _positive
+from .bench import cmd_bench_consistency, cmd_bench_retrieval, cmd_bench_scale
 
 from ..hub import pretrained
 
@@ -174,56 +175,6 @@ def cmd_plan(args) -> None:
         write_json(args.json, result)
 
 
-def _run_bench(args, budget, table, default_name: str) -> dict:
-    """Options both benchmarks take, then the benchmark itself."""
-    if args.seeds:
-        budget.seeds = tuple(args.seeds)
-    out = Path(args.out or f"results/{default_name}")
-    result = table(budget, Path(args.runs or f"runs/{out.name}"), out)
-    print(f"wrote {out}.md, {out}.json and its PNGs")
-    return result
-
-
-def cmd_bench_retrieval(args) -> None:
-    import dataclasses
-
-    from ..bench.budgets import QUICK, Budget
-    from ..bench.retrieval_table import retrieval_table
-    from ..bench.report import orderings
-
-    budget = dataclasses.replace(QUICK if args.quick else Budget())
-    if args.steps:
-        budget.steps = args.steps
-    if bool(args.lpips_backbone) != bool(args.lpips_linear):
-        raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
-    budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear
-    result = _run_bench(args, budget, retrieval_table, "table1")
-    for r in result["records"]:
-        print(f"{r['variant']:>17} {r['rate']:>8} {r['tokens']:>6} tokens  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}"
-              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
-    print("\n".join(orderings(result["records"])))
-
-
-def cmd_bench_consistency(args) -> None:
-    import dataclasses
-
-    from ..bench.consistency import QUICK, ConsistencyBudget, consistency_table
-    from ..config import get_preset
-    from ..outputs import load_generation
-
-    budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
-    budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())
-    for c in budget.checkpoints:  # fail before hours of training, not after
-        mc, tiny = load_generation(c).framemem_config.model, get_preset("tiny").model
-        if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):
-            raise FrameMemError(f"{c}: {mc.width}x{mc.height} at {mc.fps:g} fps; the consistency cases are "
-                                f"the tiny preset's {tiny.width}x{tiny.height} at {tiny.fps:g} fps")
-    result = _run_bench(args, budget, consistency_table, "consistency")
-    for r in result["records"]:
-        print(f"{r['variant']:>17}  PSNR {r['psnr_mean']:6.2f} ± {r['psnr_std']:.2f}  feature {r['feature_mean']:.3f}"
-              f"  SSIM {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f}")
-
-
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     """Options both training stages take."""
     p.add_argument("--steps", type=_positive(int), help="training steps (default: the preset's)")
@@ -330,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="`bench retrieval`: the paper's Table 1 at small scale; `bench consistency`: scene returns")
-    benches = p.add_subparsers(dest="what", required=True, metavar="{retrieval,consistency}")
+    benches = p.add_subparsers(dest="what", required=True, metavar="{retrieval,consistency,scale}")
     for what, cmd, title in (("retrieval", cmd_bench_retrieval, "the paper's Table 1 at small scale: every variant x rate"),
                              ("consistency", cmd_bench_consistency, "scene returns: does a scene look the same when the story comes back")):
         q = benches.add_parser(what, help=title)
@@ -346,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lpips-backbone", help="torchvision's AlexNet weights file (alexnet-owt-7be5be79.pth)")
     q.add_argument("--lpips-linear", help="the LPIPS release's alex.pth (v0.1); LPIPS is computed only with both")
     benches.choices["consistency"].add_argument("--checkpoint", action="append", help="also score this stage-2 model (repeatable)")
+    q = benches.add_parser("scale", help="a preset's real-width DiT and memory: a stage-1 step and a guided section, "
+                           "seconds and peak memory")
+    q.add_argument("--preset", default="wan2.2-ti2v-5b", help="wan2.2-ti2v-5b, wan-14b or tiny")
+    q.add_argument("--layers", type=_positive(int), help="DiT layers to build (default: all on a GPU, 1 on a CPU)")
+    q.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    q.add_argument("--out", help="output prefix (default results/scale-PRESET-DEVICE): OUT.md, OUT.json")
+    q.set_defaults(func=cmd_bench_scale)
 
     p = sub.add_parser("plan", help="context length, attention FLOPs and activation memory per rate")
     p.add_argument("--preset", "--model", dest="model", default="wan2.2-ti2v-5b", help="preset: tiny, wan2.2-ti2v-5b or wan-14b")

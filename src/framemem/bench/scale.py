@@ -1,0 +1,323 @@
+"""`framemem bench scale`: a preset's real-width DiT and φ, timed, with peak memory.
+
+Random weights (costs do not depend on them) at the preset's widths; `layers` of its DiT
+blocks (all of them by default on a GPU, 1 on a CPU), the preset's LoRA rank, gradient
+checkpointing as the preset sets it, bf16 on a GPU and fp32 on a CPU. Rows:
+
+* train: one stage-1 step (φ over a 20 s history of latents, the preset's targets per
+  history, flow loss, backward, AdamW) at batch 1;
+* section: one guided DiT evaluation (2 branches) of a 1 s section beside the context of
+  framemem (20 s window of memory), FramePack's schedule and the full context, at 20 s and
+  60 s of history; seconds per section = that × the preset's sampling steps (labelled).
+  A context whose planner estimate exceeds `max_tokens` is not run: the planner's figures
+  stand in, marked so.
+
+Every part runs in its own process (its peak memory is its own) at `layers` and at 0 layers;
+full depth is extrapolated linearly, t(L) = t(0) + (t(N) − t(0))·L/N, and labelled.
+Latents stand in for the VAE (random, of the preset's latent shape): the VAE is not timed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import FrameMemError
+
+HISTORIES = (20.0, 60.0)
+METHODS = ("framemem", "framepack", "full_context")
+CPU_MAX_TOKENS = 12_000  # on a CPU, longer contexts take many minutes per evaluation: the planner stands in
+
+
+def _device_memory_gb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0] / 1e9
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) / 1e6
+
+
+def parameter_count(config, layers: int) -> int:
+    """DiT parameters at `layers` blocks, counted on the meta device (nothing allocated)."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    kwargs = {**config.model.transformer, "num_layers": layers, "patch_size": tuple(config.model.transformer["patch_size"])}
+    with torch.device("meta"):
+        return sum(p.numel() for p in WanTransformer3DModel(**kwargs).parameters())
+
+
+def check_fits(config, layers: int, device: str) -> float:
+    """Estimated GB of the largest part (weights + the planner's training activations at
+    20 s); a FrameMemError in one line if the device has less free memory."""
+    from ..plan import plan
+
+    mc = config.model
+    bytes_per = 2 if device.startswith("cuda") else 4
+    weights = parameter_count(config, layers) * bytes_per / 1e9
+    rows = plan(config, mc.height, mc.width, mc.fps, 20.0, [mc.rate])["rows"]
+    activations = rows[1]["activation_gb"] * max(layers, 1) / mc.transformer["num_layers"] * bytes_per / 2
+    need, have = weights + activations, _device_memory_gb(device)
+    if need > 0.9 * have:
+        raise FrameMemError(f"preset {config.preset} at {layers} layers needs about {need:.0f} GB on {device} "
+                            f"(planner: {weights:.0f} GB of weights, {activations:.0f} GB of activations); "
+                            f"{have:.0f} GB are free: pass fewer --layers")
+    return need
+
+
+def _peak_gb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _build(config, layers: int, device: str, lora: bool):
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from ..models.codecs import codec_geometry
+    from ..models.framemem import build_memory_encoder
+    from ..models.memory_dit import MemoryDiT
+
+    mc = config.model
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    torch.manual_seed(0)
+    kwargs = {**mc.transformer, "num_layers": layers, "patch_size": tuple(mc.transformer["patch_size"])}
+    dit = MemoryDiT(WanTransformer3DModel(**kwargs))
+    if lora and mc.lora_rank and layers:
+        dit.add_lora(mc.lora_rank)
+    if config.train.gradient_checkpointing:
+        dit.transformer.enable_gradient_checkpointing()
+    codec = codec_geometry(mc)
+    encoder = build_memory_encoder(mc, codec.channels, dit.inner_dim, dit.patch_size)
+    return dit.to(device, dtype), encoder.to(device, dtype), codec, dtype
+
+
+def _latents(config, codec, encoder, seconds: float, device, dtype):
+    import torch
+
+    mc = config.model
+    frames = codec.pixel_frames(codec.latent_frames(int(seconds * mc.fps) + 1))
+    shape = codec.latent_shape(frames, mc.height, mc.width)
+    grid = encoder.memory_grid(shape)
+    latents = torch.randn(1, codec.channels, *shape, device=device, dtype=dtype)
+    low_res = torch.randn(1, codec.channels, *(g * p for g, p in zip(grid, encoder.patch)), device=device, dtype=dtype)
+    return latents, low_res
+
+
+def part_train(config, layers: int, device: str) -> dict:
+    """One stage-1 step (after one untimed step that pays one-off costs)."""
+    import torch
+    import torch.nn.functional as F
+
+    dit, encoder, codec, dtype = _build(config, layers, device, lora=True)
+    latents, low_res = _latents(config, codec, encoder, config.model.seconds, device, dtype)
+    k = config.train.targets_per_history
+    params = [p for p in (*dit.parameters(), *encoder.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    timings, tokens = [], 0
+    for _ in range(2):
+        _sync(device)
+        start = time.perf_counter()
+        memory = encoder.encode_latents(latents, low_res, dit.patch_embedding, config.model.encoder_chunk_blocks)
+        omega = torch.randperm(latents.shape[2])[:k].sort().values[None].to(device)
+        x0 = latents[:, :, omega[0]]
+        t = torch.rand(1, k, device=device)
+        noise = torch.randn_like(x0)
+        x_t = (1 - t[:, None, :, None, None]) * x0 + t[:, None, :, None, None] * noise
+        v = dit(x_t.to(dtype), omega.float(), t, memory)
+        loss = F.mse_loss(v.float(), (noise - x0).float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        timings.append(time.perf_counter() - start)
+        tokens = memory.tokens.shape[1] + x0.shape[2] * math.prod(x0.shape[3:]) // 4
+    return {"seconds": timings[-1], "peak_gb": _peak_gb(device), "tokens": tokens}
+
+
+def context_tokens(config, method: str, seconds: float) -> int:
+    """Context tokens of a method after `seconds` of history (framemem: its window)."""
+    from ..models.codecs import codec_geometry
+    from ..models.framepack import framepack_tokens
+    from ..models.memory_encoder import memory_grid
+
+    mc = config.model
+    codec = codec_geometry(mc)
+    _, ph, pw = mc.transformer["patch_size"]
+    if method == "framemem":
+        seconds = min(seconds, mc.seconds)
+    t, h, w = codec.latent_shape(int(round(seconds * mc.fps)), mc.height, mc.width)
+    grid = (t, h // ph, w // pw)
+    if method == "framemem":
+        rh, rw, rt = mc.rate
+        return math.prod(memory_grid(grid, (rt, rh, rw)))
+    return framepack_tokens(grid) if method == "framepack" else math.prod(grid)
+
+
+def part_section(config, layers: int, device: str, method: str, seconds: float) -> dict:
+    """One guided DiT evaluation of a 1 s section beside `method`'s context."""
+    import torch
+
+    from ..models.memory_encoder import MemoryTokens
+
+    dit, _, codec, dtype = _build(config, layers, device, lora=False)
+    mc = config.model
+    section = max(1, round(config.ar.section_seconds * mc.fps) // codec.temporal_factor)  # latent frames
+    h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
+    _, ph, pw = dit.patch_size
+    n = context_tokens(config, method, seconds)
+    memory = MemoryTokens(torch.randn(2, n, dit.inner_dim, device=device, dtype=dtype),
+                          torch.rand(n, 3, device=device) * 8, None)
+    x = torch.randn(2, codec.channels, section, h, w, device=device, dtype=dtype)
+    frames = torch.arange(section, device=device).float()[None].expand(2, -1) + 100
+    text = torch.zeros(2, config.ar.text_tokens, dit.text_dim, device=device, dtype=dtype)
+    t = torch.full((2, section), 0.5, device=device)
+    timings = []
+    with torch.no_grad():
+        for _ in range(2):
+            _sync(device)
+            start = time.perf_counter()
+            dit(x, frames, t, memory, text)
+            _sync(device)
+            timings.append(time.perf_counter() - start)
+    return {"seconds": timings[-1], "peak_gb": _peak_gb(device), "tokens": n + section * (h // ph) * (w // pw)}
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _run_part(args: list[str]) -> dict:
+    """A part in a fresh process; its last stdout line is its JSON."""
+    done = subprocess.run([sys.executable, "-m", "framemem.bench.scale", *args], capture_output=True, text=True,
+                          env=dict(os.environ))
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FrameMemError(f"bench scale part {' '.join(args)} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scale_table(preset: str, layers: int | None, device: str, out: Path, max_tokens: int | None = None) -> dict:
+    """Every row at `layers` and at 0 layers, extrapolated to the preset's depth; writes
+    OUT.json and OUT.md. Refuses, in one line and before allocating, a device too small."""
+    from tqdm.auto import tqdm
+
+    from ..config import get_preset
+    from ..files import write_json
+    from ..plan import plan
+
+    config = get_preset(preset)
+    mc = config.model
+    depth = mc.transformer["num_layers"]
+    layers = layers if layers is not None else (depth if device.startswith("cuda") else 1)
+    if not 1 <= layers <= depth:
+        raise FrameMemError(f"--layers {layers}: the preset's DiT has 1 to {depth} layers")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FrameMemError(f"--device {device}: no CUDA device here")
+    estimate = check_fits(config, layers, device)
+    max_tokens = max_tokens or (CPU_MAX_TOKENS if device == "cpu" else 10**9)
+    jobs = [("train", None, config.model.seconds)] + [("section", m, s) for s in HISTORIES for m in METHODS]
+    rows = []
+    for part, method, seconds in tqdm(jobs, desc=f"bench scale {preset}", unit="row"):
+        row = {"part": part, "method": method or "stage-1 step", "history_seconds": seconds}
+        if part == "section":
+            tokens = context_tokens(config, method, seconds)
+            row["context_tokens"] = tokens
+            if tokens > max_tokens:
+                result = plan(config, mc.height, mc.width, mc.fps, seconds, [mc.rate], config.ar.section_seconds)
+                full = result["rows"][0]
+                row.update(measured=False, tokens=tokens + result["section_tokens"],
+                           planner_tflops_per_forward=full["attention_tflops"])
+                rows.append(row)
+                continue
+        args = ["--part", part, "--preset", preset, "--device", device] + (["--method", method] if method else []) \
+            + ["--seconds", str(seconds)]
+        at_n, at_0 = _run_part(args + ["--layers", str(layers)]), _run_part(args + ["--layers", "0"])
+        per_layer = (at_n["seconds"] - at_0["seconds"]) / layers
+        row.update(measured=True, tokens=at_n["tokens"], layers=layers, seconds=at_n["seconds"],
+                   peak_gb=at_n["peak_gb"], seconds_full_depth=at_0["seconds"] + per_layer * depth,
+                   peak_gb_full_depth=at_0["peak_gb"] + (at_n["peak_gb"] - at_0["peak_gb"]) / layers * depth)
+        if part == "section":
+            steps = config.ar.sample_steps
+            row.update(sample_steps=steps, section_seconds_full_depth=row["seconds_full_depth"] * steps)
+        rows.append(row)
+    result = {"preset": preset, "device": device, "layers": layers, "depth": depth, "dtype": "bf16" if device.startswith("cuda") else "fp32",
+              "lora_rank": mc.lora_rank, "gradient_checkpointing": config.train.gradient_checkpointing,
+              "resolution": f"{mc.width}x{mc.height}", "fps": mc.fps, "estimate_gb": estimate,
+              "host": {"cpus": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS")}, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.parent / f"{out.name}.json", result)  # not with_suffix: "wan2.2-…" holds a dot
+    write_scale_markdown(result, out.parent / f"{out.name}.md")
+    return result
+
+
+def write_scale_markdown(result: dict, path: Path) -> None:
+    from ..files import write_text
+
+    n, depth = result["layers"], result["depth"]
+    extrapolated = n != depth
+    lines = [f"# bench scale: {result['preset']} on {result['device']}", "",
+             f"Command: `framemem bench scale --preset {result['preset']} --layers {n} --device {result['device']}`. "
+             f"Random weights at the preset's widths, {result['resolution']} at {result['fps']:g} fps, {result['dtype']}, "
+             f"LoRA rank {result['lora_rank']}, gradient checkpointing {'on' if result['gradient_checkpointing'] else 'off'}; "
+             f"{n} of {depth} DiT layers measured. Latents stand in for the VAE (not timed).", "",
+             "| row | history | tokens | measured s | measured peak GB | "
+             + ("full depth s (extrapolated) | full depth peak GB (extrapolated) | s per section (extrapolated) |"
+                if extrapolated else "full depth s | peak GB | s per section |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if not r["measured"]:
+            lines.append(f"| {r['method']} | {r['history_seconds']:g} s | {r['tokens']:,} | not run: the planner's "
+                         f"{r['planner_tflops_per_forward']:.3g} attention TFLOPs per forward | | | | |")
+            continue
+        section = f"{r['section_seconds_full_depth']:.1f} ({r['sample_steps']} steps × 1 guided evaluation)" \
+            if "section_seconds_full_depth" in r else ""
+        lines.append(f"| {r['method']} | {r['history_seconds']:g} s | {r['tokens']:,} | {r['seconds']:.2f} | "
+                     f"{r['peak_gb']:.1f} | {r['seconds_full_depth']:.1f} | {r['peak_gb_full_depth']:.1f} | {section} |")
+    lines += ["", "Full depth is extrapolated from the measured depth and a 0-layer run of the same part: "
+              "t(L) = t(0) + (t(N) − t(0))·L/N (the same for peak memory). Seconds per section multiply one "
+              "guided evaluation (both branches) by the preset's sampling steps. The train row is one stage-1 step "
+              "at batch 1, timed after one untimed step. Peak memory: `torch.cuda.max_memory_allocated` on a GPU, "
+              "peak RSS of the part's own process on a CPU."]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    import argparse
+
+    from ..config import get_preset
+
+    parser = argparse.ArgumentParser(description="one part of `framemem bench scale` (run by it in its own process)")
+    parser.add_argument("--part", choices=["train", "section"], required=True)
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--layers", type=int, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    config = get_preset(args.preset)
+    if args.part == "train":
+        result = part_train(config, args.layers, args.device)
+    else:
+        result = part_section(config, args.layers, args.device, args.method, args.seconds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
