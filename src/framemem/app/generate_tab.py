@@ -24,7 +24,7 @@ from ..data.storyboard import Storyboard
 from ..errors import FrameMemError
 from ..files import write_json
 from ..generation import MAX_SECONDS, GenerationCancelled, check_start, duration_text, partial_path, write_generation
-from ..pipelines.inputs import SEED_LIMIT, image_frame
+from ..pipelines.inputs import SEED_LIMIT, as_storyboard, image_frame
 from .catalog import Catalog
 from .inspect_tab import enlarged, error_line, internal_error
 
@@ -35,7 +35,7 @@ EXAMPLE_STORYBOARD = [[0.0, "a clock, the camera pans left"], [1.0, "a patch of 
 def storyboard_from_rows(rows) -> Storyboard:
     """The editor's rows [[at, prompt], ...] -> a Storyboard, checked as the CLI checks a file.
     Blank rows are dropped; a time typed as text is read as a number when it is one."""
-    entries = []
+    pairs = []
     for row in rows or []:
         at, prompt = (list(row) + [None, None])[:2]
         if _blank(at) and _blank(prompt):
@@ -47,8 +47,8 @@ def storyboard_from_rows(rows) -> Storyboard:
                 pass
         elif isinstance(at, float) and math.isnan(at):
             at = None
-        entries.append({"at": at, "prompt": "" if prompt is None else prompt})
-    return Storyboard.from_dict({"prompts": entries}, "storyboard")
+        pairs.append((at, "" if prompt is None else prompt))
+    return as_storyboard(pairs)  # the pipelines' own reading of (seconds, prompt) pairs
 
 
 def _blank(value) -> bool:

@@ -17,7 +17,6 @@ from PIL import Image
 from ..config import format_rate
 from ..errors import FrameMemError
 from ..pipelines import EncodedHistory
-from ..pipelines.inputs import video_frames
 from ..plan import PAPER_RATES, plan
 from .catalog import Catalog
 
@@ -53,11 +52,7 @@ class InspectTab:
         self._encoded = functools.lru_cache(maxsize=4)(self._encode)
 
     def _encode(self, checkpoint: str, path: str, mtime: float) -> EncodedHistory:
-        pipe = self.catalog.retrieval(checkpoint)
-        mc = pipe.framemem_config.model
-        frames = video_frames(path, mc.height, mc.width, mc.fps, path)
-        pipe.check_history(frames, path)
-        return pipe.encode(frames)
+        return self.catalog.retrieval(checkpoint).encode(path, path)
 
     def encoded(self, history: dict) -> EncodedHistory:
         """The history compressed by the checkpoint, once: moving the slider only samples."""

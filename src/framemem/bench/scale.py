@@ -115,33 +115,28 @@ def _latents(config, codec, encoder, seconds: float, device, dtype):
 
 
 def part_train(config, layers: int, device: str) -> dict:
-    """One stage-1 step (after one untimed step that pays one-off costs)."""
+    """One stage-1 step through the training loss itself (after one untimed step that pays
+    one-off costs): φ over the history's latents, the preset's targets, backward, AdamW."""
     import torch
-    import torch.nn.functional as F
+
+    from ..models.framemem import FrameMem
+    from ..training.stage1_retrieval import retrieval_loss
 
     dit, encoder, codec, dtype = _build(config, layers, device, lora=True)
-    latents, low_res = _latents(config, codec, encoder, config.model.seconds, device, dtype)
-    k = config.train.targets_per_history
-    params = [p for p in (*dit.parameters(), *encoder.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
-    timings, tokens = [], 0
-    for _ in range(2):
+    model = FrameMem(config, codec, dit, encoder)  # the codec's geometry only: latents are given
+    history = _latents(config, codec, encoder, config.model.seconds, device, dtype)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    timings = []
+    for step in range(2):
         _sync(device)
         start = time.perf_counter()
-        memory = encoder.encode_latents(latents, low_res, dit.patch_embedding, config.model.encoder_chunk_blocks)
-        omega = torch.randperm(latents.shape[2])[:k].sort().values[None].to(device)
-        x0 = latents[:, :, omega[0]]
-        t = torch.rand(1, k, device=device)
-        noise = torch.randn_like(x0)
-        x_t = (1 - t[:, None, :, None, None]) * x0 + t[:, None, :, None, None] * noise
-        v = dit(x_t.to(dtype), omega.float(), t, memory)
-        loss = F.mse_loss(v.float(), (noise - x0).float())
-        loss.backward()
+        retrieval_loss(model, history, config.train, torch.Generator().manual_seed(step)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         timings.append(time.perf_counter() - start)
-        tokens = memory.tokens.shape[1] + x0.shape[2] * math.prod(x0.shape[3:]) // 4
+    latent_frame = math.prod(history[0].shape[3:]) // math.prod(dit.patch_size[1:])
+    tokens = encoder.token_count(tuple(history[0].shape[2:])) + config.train.targets_per_history * latent_frame
     return {"seconds": timings[-1], "peak_gb": _peak_gb(device), "tokens": tokens}
 
 

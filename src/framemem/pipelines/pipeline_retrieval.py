@@ -87,12 +87,13 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
                                 f"{model.codec.pixel_frames(stride)} frames (one temporal stride)")
 
     @torch.no_grad()
-    def encode(self, video) -> EncodedHistory:
+    def encode(self, video, what: str = "video") -> EncodedHistory:
         """Compress a history (any accepted video input) once; pass the result as `video` to
-        retrieve from it again without re-encoding (the app's slider does)."""
+        retrieve from it again without re-encoding (the app's slider does). `what` names it
+        in errors."""
         mc = self.framemem_config.model
-        frames = video_frames(video, mc.height, mc.width, mc.fps, "video")
-        self.check_history(frames)
+        frames = video_frames(video, mc.height, mc.width, mc.fps, what)
+        self.check_history(frames, what)
         pixels = to_model(frames).to(self._execution_device)
         latents, memory = self.model.encode_history(pixels)
         c, _, h, w = latents.shape[1:]
