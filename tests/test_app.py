@@ -88,7 +88,7 @@ def test_the_inspector_shows_the_pipelines_own_figures_and_encodes_a_history_onc
     pipe = catalog.retrieval("tiny")
     encodings = []
     encode = pipe.encode
-    monkeypatch.setattr(pipe, "encode", lambda video: encodings.append(1) or encode(video))
+    monkeypatch.setattr(pipe, "encode", lambda *args: encodings.append(1) or encode(*args))
     history, summary, rows, slider, original, retrieved, one_step, bicubic, line, strip = tab.choose("tiny", clip)
     frames = video_frames(clip, 64, 64, 4.0)
     counts = pipe.model.token_counts(len(frames), 64, 64)
