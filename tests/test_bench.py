@@ -58,6 +58,31 @@ def test_quick_table_is_complete_and_well_formed(tmp_path):
     assert Image.open(tmp_path / "table1-lpips-grid.png").size == grid.size
 
 
+def test_rows_join_an_earlier_table_of_the_same_budget_and_replace_one_of_another(tmp_path):
+    budget = dataclasses.replace(QUICK, specs=[("proposed", "4x4x2")], seeds=(0,))
+    first = retrieval_table(budget, tmp_path / "runs", tmp_path / "t")
+    added = retrieval_table(dataclasses.replace(budget, specs=[("memory_once", "4x4x2")]), tmp_path / "runs", tmp_path / "t")
+    assert [(r["variant"], r["rate"]) for r in added["records"]] == [("proposed", "4x4x2"), ("memory_once", "4x4x2")]
+    assert added["records"][0] == json.loads(json.dumps(first["records"][0]))
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(added))
+    assert (tmp_path / "t-grid-added.png").is_file() and "memory read once per section" in (tmp_path / "t.md").read_text()
+    model = json.loads((tmp_path / "runs" / "memory_once-4x4x2-seed0" / "model" / "framemem.json").read_text())
+    assert model["model"]["memory_attention"] == "memory_only"
+    other = retrieval_table(dataclasses.replace(budget, specs=[("memory_once", "4x4x2")], sample_steps=3),
+                            tmp_path / "runs", tmp_path / "t")
+    assert [r["variant"] for r in other["records"]] == ["memory_once"]  # another budget: not mixed
+
+
+def test_bench_only_names_rows_of_the_benchmark(capsys):
+    from framemem.cli.main import main
+
+    assert main(["bench", "retrieval", "--quick", "--only", "sliding_window"]) == 2
+    assert capsys.readouterr().err.strip().startswith("framemem: error: --only sliding_window: not a row of this "
+                                                      "benchmark (framepack, large_patchifier, memory_once,")
+    assert main(["bench", "consistency", "--quick", "--only", "framepack"]) == 2
+    assert "--only framepack: not a row of this benchmark (proposed, only_lr" in capsys.readouterr().err
+
+
 def test_the_report_names_the_command_that_reproduces_its_budget():
     budget = dataclasses.asdict(Budget())
     assert retrieval_command(budget) == "framemem bench retrieval"
@@ -115,6 +140,9 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
     assert window["model"]["rate"] == [1, 1, 1] and window["model"]["seconds"] == 0.5
     beside = json.loads((tmp_path / "runs" / "stage2-sliding_window_memory-seed0" / "model" / "framemem.json").read_text())
     assert beside["ar"]["window_frames"] == 2 and beside["model"]["rate"] == [4, 4, 2]  # the window beside the memory
+    for stage in ("stage1-memory_once-seed0", "stage2-memory_once-seed0"):  # its own stage 1
+        once = json.loads((tmp_path / "runs" / stage / "model" / "framemem.json").read_text())
+        assert once["model"]["memory_attention"] == "memory_only"
     # a given stage-2 checkpoint is scored on the same cases; nothing is trained again
     given = tmp_path / "runs" / "stage2-proposed-seed0" / "model"
     again = consistency_table(dataclasses.replace(QUICK_C, checkpoints=(str(given),)), tmp_path / "runs", tmp_path / "c2")

@@ -55,3 +55,43 @@ def test_plan_command_prints_the_table_and_rejects_bad_input(capsys, tmp_path):
         assert main(["plan", "--model", "wan-14b", *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("framemem: error:")
+
+
+def test_the_per_step_cost_with_and_without_memory_reuse_is_what_the_dit_computes():
+    """Matrix-multiply FLOPs inside the DiT's blocks, counted by torch, against the planner's
+    (attention itself is not counted by torch on a CPU, so its term is set apart)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from framemem.models.memory_dit import MemoryDiT, build_transformer
+    from framemem.models.memory_encoder import MemoryTokens
+
+    config = get_preset("tiny")
+    mc = config.model
+    result = plan(config, mc.height, mc.width, mc.fps, mc.seconds, [mc.rate])
+    row, s = result["rows"][1], result["section_tokens"]
+    m, n, layers, d = row["memory_tokens"], row["sequence"], result["dit"]["layers"], result["dit"]["width"]
+    transformer = build_transformer(mc).eval()
+    joint, once = MemoryDiT(transformer), MemoryDiT(transformer, memory_attention="memory_only")
+    x, frames, t = torch.randn(2, 48, 4, 16, 16), torch.arange(4.0)[None].expand(2, -1), torch.rand(2, 4)
+    memory = MemoryTokens(torch.randn(1, m, d), torch.rand(m, 3) * 8, None)
+    text = torch.zeros(2, config.ar.text_tokens, mc.transformer["text_dim"])
+
+    def block_flops(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        counts = counter.get_flop_counts()
+        outside = [k for k in counts if k.endswith(("condition_embedder", ".proj_out")) or k == "WanTimeTextImageEmbedding"]
+        matmul = lambda k: sum(v for op, v in counts[k].items() if "mm" in str(op))  # noqa: E731
+        return (matmul("Global") - sum(matmul(k) for k in outside)) / 1e12
+
+    with torch.no_grad():
+        cache = once.memory_keys_values(memory)
+        measured = {"step_tflops": block_flops(lambda: joint(x, frames, t, MemoryTokens(memory.tokens.expand(2, -1, -1),
+                                                                                        memory.positions, None), text)),
+                    "step_tflops_reused": block_flops(lambda: once(x, frames, t, None, text, memory_cache=cache)),
+                    "once_tflops": block_flops(lambda: once.memory_keys_values(memory))}
+    attention = {"step_tflops": 2 * layers * 4 * n * n * d, "step_tflops_reused": 2 * layers * 4 * s * n * d,
+                 "once_tflops": (layers - 1) * 4 * m * m * d}
+    for key, value in measured.items():
+        assert row[key] - attention[key] / 1e12 == pytest.approx(value, rel=0.03), key
+    assert row["step_tflops_reused"] < 0.7 * row["step_tflops"]

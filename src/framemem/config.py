@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ def format_rate(rate: tuple[int, int, int]) -> str:
 
 
 PREDICTION_TYPES = ("velocity", "x0")
+MEMORY_ATTENTION = ("joint", "memory_only")
 
 
 @dataclass
@@ -61,6 +63,10 @@ class ModelConfig:
         prediction_type: what the DiT's output is: "velocity" (ε − x0; Wan's pretrained
             weights) or "x0" (the clean sample, turned into a velocity inside the DiT, so
             loss, samplers and diagnostics are unchanged; Li & He 2025, arXiv:2511.13720).
+        memory_attention: "joint" (memory tokens attend to the whole sequence and read the
+            prompt) or "memory_only" (they attend only to memory and skip the prompt, so
+            generation computes their keys and values once per section; a different model,
+            trained so).
     """
 
     fps: float = 4.0
@@ -81,6 +87,7 @@ class ModelConfig:
     encoder_chunk_blocks: int | None = None
     lora_rank: int | None = None
     prediction_type: str = "velocity"
+    memory_attention: str = "joint"
 
     @property
     def history_frames(self) -> int:
@@ -100,7 +107,7 @@ class ModelConfig:
                                 "it must load from there")
         _check(self, positive=("height", "width", "codec_factor", "codec_temporal_factor", "encoder_attention_heads"),
                optional_positive=("encoder_chunk_blocks", "lora_rank"),
-               choices={"prediction_type": PREDICTION_TYPES})
+               choices={"prediction_type": PREDICTION_TYPES, "memory_attention": MEMORY_ATTENTION})
 
 
 @dataclass
@@ -237,14 +244,19 @@ class FrameMemConfig:
 
     def override(self, item: str) -> None:
         """`NAME=VALUE` sets a stage-1 training field (`train`), `ar.NAME=VALUE` a stage-2 one,
-        converted to the field's declared type (ranges are `validate`'s job)."""
+        `model.NAME=VALUE` a model choice of one word or number (not geometry tuples or the DiT's
+        kwargs), converted to the field's declared type (ranges are `validate`'s job)."""
         name, _, text = item.partition("=")
         part, _, name = name.rpartition(".")
-        section = {"": self.train, "train": self.train, "ar": self.ar}.get(part)
+        section = {"": self.train, "train": self.train, "ar": self.ar, "model": self.model}.get(part)
         hints = typing.get_type_hints(type(section)) if section is not None else {}
+        if part == "model":
+            plain = {str, int, float, type(None)}
+            hints = {k: v for k, v in hints.items() if v in plain or (typing.get_origin(v) in (typing.Union, types.UnionType)
+                                                                      and set(typing.get_args(v)) <= plain)}
         if name not in hints or not text:
-            raise FrameMemError(f"--set {item}: expected NAME=VALUE with NAME a field of TrainConfig, or ar.NAME "
-                                "with NAME a field of ARConfig")
+            raise FrameMemError(f"--set {item}: expected NAME=VALUE with NAME a field of TrainConfig, ar.NAME "
+                                "with NAME a field of ARConfig, or model.NAME with NAME a plain field of ModelConfig")
         try:
             setattr(section, name, _parse_value(text, hints[name]))
         except ValueError:

@@ -8,6 +8,11 @@ memory rate and for FramePack's geometric schedule:
   grids that do not divide are padded, `memory.memory_grid`);
 * attention FLOPs of one DiT forward over [memory ; section], section = the frames being
   generated: 4·N²·D per layer (QKᵀ and A·V, 2 FLOPs per multiply-add);
+* the cost of one guided denoising step (2 branches, every layer: projections, text
+  cross-attention, feed-forward and attention, 2 FLOPs per multiply-add), as today
+  (memory recomputed at every step) and with `model.memory_attention = "memory_only"`,
+  where the memory's keys and values are computed once per section: a step then runs the
+  section's tokens only, over memory + section keys, plus the memory's pass once;
 * activation memory of one training forward in bf16 with gradient checkpointing at batch
   1: every block's input (L·N·D) plus one block recomputed in backward (≈ N·(12·D + 2·F),
   F the feed-forward width; memory-efficient attention holds no N×N matrix). An estimate.
@@ -61,9 +66,16 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
         raise FrameMemError(f"window frames: {window_frames}: the history holds {history[0]} latent frames")
     window = window_frames * history[1] * history[2]
 
+    dense = 12 * width_d**2 + 4 * width_d * ffn  # FLOPs a token costs a layer outside attention
+
     def row(name: str, memory: int, ideal: float | None = None) -> dict:
         n = memory + section
+        step = 2 * layers * (n * dense + 4 * n * n * width_d)
+        reused = 2 * layers * (section * dense + 4 * section * n * width_d)
+        # once per section, one branch, no prompt; the last layer only offers its keys and values
+        once = (layers - 1) * (memory * (dense - 4 * width_d**2) + 4 * memory**2 * width_d) + memory * 6 * width_d**2
         return {
+            "step_tflops": step / 1e12, "step_tflops_reused": reused / 1e12, "once_tflops": once / 1e12,
             "name": name, "memory_tokens": memory, "memory_tokens_ideal": ideal,
             "ratio": full / memory, "sequence": n,
             "attention_tflops": 4 * n * n * width_d * layers / 1e12,
@@ -98,13 +110,18 @@ def format_plan(result: dict) -> str:
         + (f"; a sliding window of {result['window_frames']} full-resolution latent frames adds "
            f"{result['window_tokens']:,} tokens to each rate's row." if result.get("window_tokens") else "."),
         "",
-        "| context | memory tokens (padded) | ideal count | full / memory | attention TFLOPs per forward | activation GB (train, bf16) |",
-        "|---|---|---|---|---|---|",
+        "| context | memory tokens (padded) | ideal count | full / memory | attention TFLOPs per forward "
+        "| TFLOPs per guided step | memory computed once: per step + once per section | activation GB (train, bf16) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         ideal = f"{r['memory_tokens_ideal']:,.0f}" if r["memory_tokens_ideal"] is not None else "—"
         lines.append(f"| {r['name']} | {r['memory_tokens']:,} | {ideal} | {r['ratio']:.1f}x | "
-                     f"{r['attention_tflops']:.1f} | {r['activation_gb']:.1f} |")
+                     f"{r['attention_tflops']:.1f} | {r['step_tflops']:.1f} | {r['step_tflops_reused']:.1f} + "
+                     f"{r['once_tflops']:.1f} | {r['activation_gb']:.1f} |")
+    lines += ["", "A guided step runs both branches through every layer. With `model.memory_attention = "
+              "memory_only` the memory attends only to itself and skips the prompt, so its keys and values are "
+              "computed once per section and each step runs the section's tokens only (a model trained so)."]
     return "\n".join(lines)
 
 

@@ -13,9 +13,22 @@ PAPER_TABLE1 = {
     ("proposed", "2x2x4"): (18.63, 0.637, 0.153),
     ("proposed", "2x2x1"): (20.19, 0.705, 0.121),
 }
-SPECS = [*PAPER_TABLE1, ("framepack", "schedule")]
+# Rows that change the model rather than φ: the φ variant they train and what they set in `model`.
+EXTENSIONS = {
+    "memory_once": ("proposed", {"memory_attention": "memory_only"}),  # keys and values once per section
+}
+SPECS = [*PAPER_TABLE1, ("framepack", "schedule"), ("memory_once", "4x4x2")]
 TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without_lr": "Without LR",
-          "proposed": "Proposed", "framepack": "FramePack schedule"}
+          "proposed": "Proposed", "framepack": "FramePack schedule",
+          "memory_once": "Proposed, memory read once per section"}
+
+
+def apply_extension(config, variant: str) -> str:
+    """A row's model changes applied to `config.model`; returns the φ variant it trains."""
+    encoder_variant, changes = EXTENSIONS.get(variant, (variant, {}))
+    for key, value in changes.items():
+        setattr(config.model, key, value)
+    return encoder_variant
 
 
 @dataclass

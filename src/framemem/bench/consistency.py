@@ -17,6 +17,8 @@ Variants (every one gets the same stage-2 steps; stage 1 is shared where it exis
                     frames, 128 tokens: about the memory's 160)
   sliding_window_memory  proposed, plus the last 0.5 s (WINDOW_FRAMES latent frames) at full
                     resolution beside the memory (paper §4.5; ar.window_frames)
+  memory_once       proposed with model.memory_attention = memory_only in both stages (its own
+                    stage 1): memory reads only memory, its keys and values once per section
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..metrics import Continuity, mean_std, psnr, ssim
 from ..models.framemem import section_latent_frames
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
-VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window", "sliding_window_memory")
+VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window", "sliding_window_memory", "memory_once")
 WINDOW_FRAMES = 2  # sliding_window_memory: the same 0.5 s as the sliding_window row, beside the memory
 
 
@@ -49,6 +51,7 @@ class ConsistencyBudget:
     batch_size: int | None = None  # None: the preset's
     quick: bool = False
     checkpoints: tuple[str, ...] = ()  # stage-2 models scored too, as they are (seeds: generation only)
+    variants: tuple[str, ...] = VARIANTS  # fewer: rows added to an earlier table of the same budget
 
 
 QUICK = ConsistencyBudget(stage1_steps=2, stage2_steps=2, seeds=(0,), cases=1, generate_seconds=1.0, sample_steps=2,
@@ -115,11 +118,13 @@ def train_variant(variant: str, seed: int, budget: ConsistencyBudget, runs: Path
     from ..training.stage2_autoregressive import finetune
     from .retrieval_table import release_run, run_config, train_run
     from ..training.checkpoints import latest_checkpoint
+    from .budgets import EXTENSIONS, apply_extension
 
-    stage1_variant = "only_lr" if variant == "only_lr" else "proposed"
+    stage1_variant = variant if variant in ("only_lr", *EXTENSIONS) else "proposed"
     stage1 = runs / f"stage1-{stage1_variant}-seed{seed}"
     seconds = 4.0 if budget.quick else None
     config1 = run_config("4x4x2", seed, budget.stage1_steps, seconds)
+    stage1_variant = apply_extension(config1, stage1_variant)  # stage 2 keeps the checkpoint's model numbers
     config1.train.batch_size = budget.batch_size or config1.train.batch_size
     model1 = train_run(config1, stage1_variant, stage1, real=not budget.quick)
     stage2 = runs / f"stage2-{variant}-seed{seed}"
@@ -184,8 +189,9 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
         references["truth"].append(match_scores(case["video"][case["back"].start : case["back"].end], first))
         references["other_scene"].append(match_scores(case["video"][case["other"].start : case["other"].end], first))
     records, pictures = [], {}
-    bar = tqdm(total=(len(VARIANTS) + len(budget.checkpoints)) * len(budget.seeds), desc="bench consistency", unit="run")
-    for variant in (*VARIANTS, *budget.checkpoints):
+    bar = tqdm(total=(len(budget.variants) + len(budget.checkpoints)) * len(budget.seeds), desc="bench consistency",
+               unit="run")
+    for variant in (*budget.variants, *budget.checkpoints):
         per_seed = []
         for seed in budget.seeds:
             tqdm.write(f"run {bar.n + 1}/{bar.total}: {variant}, seed {seed}")
@@ -218,9 +224,13 @@ def consistency_table(budget: ConsistencyBudget, runs: Path, out: Path) -> dict:
                                                    "return": [c["back"].start, c["back"].end], "scene": c["back"].scene}
                                                   for c in cases], "references": refs, "records": records}
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out.with_suffix(".json"), result)
-    from .report import consistency_grid, write_consistency_markdown
+    from .report import consistency_grid, keep_earlier_rows, write_consistency_markdown
 
-    consistency_grid(cases[0], pictures, out.with_name(out.name + "-grid.png"))
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    added = keep_earlier_rows(out.with_suffix(".json"), result, lambda r: r["variant"])
+    result["records"].sort(key=lambda r: order.get(r["variant"], len(order)))
+    write_json(out.with_suffix(".json"), result)
+    # the grid shows the rows run now: rows added to a table do not replace the whole table's grid
+    consistency_grid(cases[0], pictures, out.with_name(out.name + ("-grid-added.png" if added else "-grid.png")))
     write_consistency_markdown(result, out.with_suffix(".md"))
     return result

@@ -25,6 +25,26 @@ ORDERINGS = [
 ]
 
 
+def keep_earlier_rows(path: Path, result: dict, key) -> bool:
+    """Grow a table row by row: the records of an earlier OUT.json made with the same budget
+    (and cases), for rows this run did not measure, join `result` (earlier references too).
+    One made with another budget is replaced, as before, never mixed in. Returns whether any
+    earlier row was kept."""
+    if not path.is_file():
+        return False
+    earlier = json.loads(path.read_text())
+    ignore = ("specs", "variants", "checkpoints")
+    same = lambda b: {k: v for k, v in json.loads(json.dumps(b)).items() if k not in ignore}  # noqa: E731
+    if same(earlier.get("budget", {})) != same(result["budget"]) or earlier.get("cases") != result.get("cases"):
+        return False
+    ours = {key(r) for r in result["records"]}
+    kept = [r for r in earlier.get("records", []) if key(r) not in ours]
+    result["records"] = kept + result["records"]
+    for name, value in earlier.get("references", {}).items():
+        result["references"].setdefault(name, value)
+    return bool(kept)
+
+
 def label(record: dict) -> str:
     rate = record["rate"].replace("x", "×")
     return TITLES[record["variant"]] + ("" if record["rate"] == "schedule" else f" ({rate})")
@@ -164,7 +184,8 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
 
 CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained memory)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
                       "sliding_window": "Sliding window (same token budget)",
-                      "sliding_window_memory": "Proposed + sliding window (0.5 s at full resolution)"}
+                      "sliding_window_memory": "Proposed + sliding window (0.5 s at full resolution)",
+                      "memory_once": "Proposed, memory read once per section"}
 
 
 def consistency_title(name: str) -> str:

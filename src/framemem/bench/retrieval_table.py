@@ -26,8 +26,8 @@ from ..files import write_json
 from ..metrics import mean_std
 from ..training.checkpoints import latest_checkpoint, read_state
 from ..training.trainer import pretrain
-from .budgets import PAPER_TABLE1, Budget
-from .report import plot_tokens, retrieval_grid, write_markdown
+from .budgets import PAPER_TABLE1, SPECS, Budget, apply_extension
+from .report import keep_earlier_rows, plot_tokens, retrieval_grid, write_markdown
 
 def run_config(rate: str, seed: int, steps: int, seconds: float | None = None) -> FrameMemConfig:
     config = get_preset("tiny")
@@ -108,7 +108,8 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             name = f"{variant}-{rate}-seed{seed}"
             tqdm.write(f"run {bar.n + 1}/{bar.total}: {name} ({budget.steps} steps, {runs / name})")
             config = run_config(rate, seed, budget.steps, budget.seconds)
-            pipe = load_retrieval(train_run(config, variant, runs / name, budget.real))
+            encoder_variant = apply_extension(config, variant)
+            pipe = load_retrieval(train_run(config, encoder_variant, runs / name, budget.real))
             train_seconds = run_state(runs / name)["elapsed_seconds"]
             videos = unseen_videos(pipe.framemem_config.model, budget.eval_videos, budget.real)
             result = evaluate_retrieval(pipe, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
@@ -138,8 +139,12 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
     result = {"budget": {k: v for k, v in asdict(budget).items() if k != "specs"}, "records": records,
               "references": references}
     out.parent.mkdir(parents=True, exist_ok=True)
+    order = {spec: i for i, spec in enumerate(SPECS)}
+    added = keep_earlier_rows(out.with_name(out.name + ".json"), result, lambda r: (r["variant"], r["rate"]))
+    result["records"].sort(key=lambda r: order.get((r["variant"], r["rate"]), len(order)))
     write_json(out.with_name(out.name + ".json"), result)
-    plot_tokens(records, out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)
-    retrieval_grid(evals, budget.seeds[0], out.with_name(out.name + "-grid.png"))
+    plot_tokens(result["records"], out.with_name(out.name + "-tokens.png"), budget.seconds or get_preset("tiny").model.seconds)
+    # the grid shows the rows run now: rows added to a table do not replace the whole table's grid
+    retrieval_grid(evals, budget.seeds[0], out.with_name(out.name + ("-grid-added.png" if added else "-grid.png")))
     write_markdown(result, out.with_name(out.name + ".md"))
     return result

@@ -16,6 +16,12 @@ def _run_bench(args, budget, table, default_name: str) -> dict:
     return result
 
 
+def _check_only(names, known) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise FrameMemError(f"--only {unknown[0]}: not a row of this benchmark ({', '.join(known)})")
+
+
 def cmd_bench_retrieval(args) -> None:
     import dataclasses
 
@@ -26,6 +32,10 @@ def cmd_bench_retrieval(args) -> None:
     budget = dataclasses.replace(QUICK if args.quick else Budget())
     if args.steps:
         budget.steps = args.steps
+    if args.only:
+        known = sorted({v for v, _ in budget.specs})
+        _check_only(args.only, known)
+        budget.specs = [spec for spec in budget.specs if spec[0] in args.only]
     if bool(args.lpips_backbone) != bool(args.lpips_linear):
         raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
     budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear
@@ -45,6 +55,9 @@ def cmd_bench_consistency(args) -> None:
 
     budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
     budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())
+    if args.only:
+        _check_only(args.only, budget.variants)
+        budget.variants = tuple(v for v in budget.variants if v in args.only)
     for c in budget.checkpoints:  # fail before hours of training, not after
         mc, tiny = load_generation(c).framemem_config.model, get_preset("tiny").model
         if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):

@@ -38,6 +38,8 @@ def _preset_with_overrides(args, stage: int = 1):
         name = item.partition("=")[0]
         if stage == 2 and name in ("t_mean", "t_std", "t_shift", "sample_steps"):
             raise FrameMemError(f"--set {item}: fine-tuning reads ar.{name} (stage 2's), not the stage-1 {name}")
+        if stage == 2 and name.startswith("model."):
+            raise FrameMemError(f"--set {item}: fine-tuning keeps the stage-1 checkpoint's model; set it in stage 1")
         config.override(item)
     if stage == 2:  # the fine-tuning budget is ar.steps / ar.lr; --steps, --lr (or --set steps=, lr=) override it
         given = {item.partition("=")[0] for item in getattr(args, "set", None) or []}
@@ -182,8 +184,8 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive(), help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, help="seed of the run's weights and data (default: the preset's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="override a setting: a stage-1 training field (e.g. t_shift=3), or ar.NAME for a stage-2 one "
-                        "(e.g. ar.t_shift=3)")
+                   help="override a setting: a stage-1 training field (e.g. t_shift=3), ar.NAME for a stage-2 one "
+                        "(e.g. ar.t_shift=3), or model.NAME in stage 1 (e.g. model.memory_attention=memory_only)")
     p.add_argument("--max-minutes", type=_positive(), help="stop (with a checkpoint) after this much more training time (evaluation excluded)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint, "
                    "with the settings it was trained with")
@@ -291,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "an interrupted benchmark resumes)")
         q.add_argument("--out", help=f"output prefix (default results/{'table1' if what == 'retrieval' else what}): "
                                      "OUT.md, OUT.json, PNGs")
+        q.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows; rows of an earlier OUT.json "
+                       "with the same budget are kept beside them")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]
     q.add_argument("--steps", type=_positive(int), help="training steps per run (default 300: 33 min on 2 CPU cores, up to about an hour on slower ones)")

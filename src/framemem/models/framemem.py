@@ -86,7 +86,7 @@ class FrameMem(nn.Module):
         """A fresh model: random DiT (or real weights + LoRA) and a fresh φ."""
         config.model.validate()
         codec = build_codec(config.model)
-        dit = MemoryDiT(build_transformer(config.model), config.model.prediction_type)
+        dit = MemoryDiT.for_preset(build_transformer(config.model), config.model)
         if config.model.lora_rank:
             dit.add_lora(config.model.lora_rank)
         encoder = build_memory_encoder(
@@ -190,7 +190,7 @@ class FrameMem(nn.Module):
                 transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=torch.float32)
             else:
                 transformer = build_transformer(config.model)
-            dit = MemoryDiT(transformer, config.model.prediction_type)
+            dit = MemoryDiT.for_preset(transformer, config.model)
             if (path / "transformer_lora").is_dir():
                 transformer.load_lora_adapter(
                     str(path / "transformer_lora"), prefix=None, weight_name="pytorch_lora_weights.safetensors"

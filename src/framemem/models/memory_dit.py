@@ -21,7 +21,9 @@ import torch.nn as nn
 from diffusers import WanTransformer3DModel
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
+from ..config import MEMORY_ATTENTION
 from ..errors import FrameMemError
+from .memory_attention import MemoryKeysValues, memory_block, target_block
 
 if TYPE_CHECKING:
     from .memory_encoder import MemoryTokens
@@ -77,13 +79,20 @@ class MemoryDiT(nn.Module):
     """The DiT with a memory: `forward(noisy, frames, t, memory, text)`, `memory` a `MemoryTokens`.
 
     `prediction_type` "x0": the transformer predicts the clean latents and forward returns
-    the velocity they imply, (x_t − x0) / t, so everything downstream sees a velocity."""
+    the velocity they imply, (x_t − x0) / t, so everything downstream sees a velocity.
+    `memory_attention` "memory_only": memory tokens attend only to memory and skip the
+    prompt (`memory_attention` module), so their keys and values can be computed once per
+    section (`memory_keys_values`) and passed back as `memory_cache`."""
 
-    def __init__(self, transformer: WanTransformer3DModel, prediction_type: str = "velocity"):
+    def __init__(self, transformer: WanTransformer3DModel, prediction_type: str = "velocity",
+                 memory_attention: str = "joint"):
         super().__init__()
         if prediction_type not in ("velocity", "x0"):
             raise FrameMemError(f"unknown prediction type '{prediction_type}' (velocity or x0)")
+        if memory_attention not in MEMORY_ATTENTION:
+            raise FrameMemError(f"unknown memory attention '{memory_attention}' ({' or '.join(MEMORY_ATTENTION)})")
         self.prediction_type = prediction_type
+        self.memory_attention = memory_attention
         self.transformer = transformer
         cfg = transformer.config
         self.patch_size = tuple(cfg.patch_size)
@@ -92,6 +101,11 @@ class MemoryDiT(nn.Module):
         self.head_dim = cfg.attention_head_dim
         self.inner_dim = cfg.num_attention_heads * cfg.attention_head_dim
         self.text_dim = cfg.text_dim
+
+    @classmethod
+    def for_preset(cls, transformer: WanTransformer3DModel, model_config) -> "MemoryDiT":
+        """The adapter with the preset's choices (`model.prediction_type`, `model.memory_attention`)."""
+        return cls(transformer, model_config.prediction_type, model_config.memory_attention)
 
     @property
     def patch_embedding(self) -> nn.Conv3d:
@@ -121,6 +135,7 @@ class MemoryDiT(nn.Module):
         t: torch.Tensor,
         memory: MemoryTokens | None = None,
         text: torch.Tensor | None = None,
+        memory_cache: MemoryKeysValues | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity of the target frames.
 
@@ -131,6 +146,8 @@ class MemoryDiT(nn.Module):
             memory: φ's clean tokens (B, M, D) with their float positions (M, 3) or
                 (B, M, 3); or None.
             text: (B, L, text_dim) text embeddings; zeros when None.
+            memory_cache: with `memory_attention` "memory_only", the memory's keys and
+                values from `memory_keys_values` (then `memory` is not read).
         Returns:
             (B, C, K, h, w) velocity (ε − x0) for the targets only.
         """
@@ -144,6 +161,43 @@ class MemoryDiT(nn.Module):
         tokens = tr.patch_embedding(noisy).flatten(2).transpose(1, 2)  # (B, K·gh·gw, D)
         positions = grid_positions(frames, gh, gw)
         timesteps = t.float()[:, :, None].expand(b, k, gh * gw).reshape(b, -1)
+        if text is None:
+            text = self.null_text(b)
+        if self.memory_attention == "memory_only":
+            tokens, temb = self._targets_over_memory(tokens, positions, timesteps, text,
+                                                     memory_cache or self.memory_keys_values(memory))
+        elif memory_cache is not None:
+            raise FrameMemError("memory_cache needs model.memory_attention = memory_only (this DiT's memory "
+                                "reads the section and the prompt, so it cannot be computed once)")
+        else:
+            tokens, temb = self._joint(tokens, positions, timesteps, text, memory)
+
+        shift, scale = (tr.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+        tokens = (tr.norm_out(tokens.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(tokens)
+        out = tr.proj_out(tokens)  # (B, K·gh·gw, C·ph·pw)
+        out = out.reshape(b, k, gh, gw, 1, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        out = out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if self.prediction_type == "x0":  # x_t = (1 − t)·x0 + t·ε  =>  ε − x0 = (x_t − x0) / t
+            out = (noisy - out) / t.clamp(min=X0_MIN_T)[:, None, :, None, None].to(out.dtype)
+        return out
+
+    def _embed(self, timesteps: torch.Tensor, text: torch.Tensor):
+        """Per-token timesteps (B, N) in [0, 1] -> temb (B, N, D), block modulation (B, N, 6, D), text states."""
+        temb, proj, text_states, _ = self.transformer.condition_embedder(
+            (timesteps * NUM_TRAIN_TIMESTEPS).flatten(), text, None, timestep_seq_len=timesteps.shape[1]
+        )
+        return temb, proj.unflatten(2, (6, -1)), text_states
+
+    def _blocks(self, block_fn, *args):
+        """Run `block_fn(block, *args)` under gradient checkpointing when training asks for it."""
+        tr = self.transformer
+        if torch.is_grad_enabled() and tr.gradient_checkpointing:
+            return tr._gradient_checkpointing_func(block_fn, *args)
+        return block_fn(*args)
+
+    def _joint(self, tokens, positions, timesteps, text, memory):
+        """[memory ; targets] through the stock blocks -> target tokens (B, K', D) and their temb."""
+        b = tokens.shape[0]
         m = 0
         if memory is not None and memory.tokens.shape[1] > 0:
             m = memory.tokens.shape[1]
@@ -153,30 +207,42 @@ class MemoryDiT(nn.Module):
             timesteps = torch.cat([timesteps.new_zeros(b, m), timesteps], dim=1)
         tokens = tokens.contiguous()
         rotary = rope_from_positions(positions, self.head_dim)
-        if text is None:
-            text = self.null_text(b)
+        temb, proj, text_states = self._embed(timesteps, text)
+        for block in self.transformer.blocks:
+            tokens = self._blocks(block, tokens, text_states, proj, rotary)
+        return tokens[:, m:], temb[:, m:]
 
-        seq = tokens.shape[1]
-        temb, timestep_proj, text_states, _ = tr.condition_embedder(
-            (timesteps * NUM_TRAIN_TIMESTEPS).flatten(), text, None, timestep_seq_len=seq
-        )
-        timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, N, 6, D)
+    def _targets_over_memory(self, tokens, positions, timesteps, text, cache: MemoryKeysValues):
+        """Target tokens through the blocks, reading the memory's cached keys and values."""
+        rotary = rope_from_positions(positions, self.head_dim)
+        temb, proj, text_states = self._embed(timesteps, text)
+        for block, keys, values in zip(self.transformer.blocks, cache.keys, cache.values):
+            tokens = self._blocks(target_block, block, tokens, text_states, proj, rotary, keys, values)
+        return tokens, temb
 
-        for block in tr.blocks:
-            if torch.is_grad_enabled() and tr.gradient_checkpointing:
-                tokens = tr._gradient_checkpointing_func(block, tokens, text_states, timestep_proj, rotary)
-            else:
-                tokens = block(tokens, text_states, timestep_proj, rotary)
-
-        tokens, temb = tokens[:, m:], temb[:, m:]
-        shift, scale = (tr.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
-        tokens = (tr.norm_out(tokens.float()) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(tokens)
-        out = tr.proj_out(tokens)  # (B, K·gh·gw, C·ph·pw)
-        out = out.reshape(b, k, gh, gw, 1, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        out = out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        if self.prediction_type == "x0":  # x_t = (1 − t)·x0 + t·ε  =>  ε − x0 = (x_t − x0) / t
-            out = (noisy - out) / t.clamp(min=X0_MIN_T)[:, None, :, None, None].to(out.dtype)
-        return out
+    def memory_keys_values(self, memory: MemoryTokens | None) -> MemoryKeysValues:
+        """The keys and values memory tokens (B, M, D) offer every block when they attend only
+        to themselves at t = 0 without a prompt (`memory_attention` "memory_only"). They do
+        not depend on the targets, their t, the prompt or the guidance branch: compute them
+        once per section. Empty memory -> zero-length keys."""
+        tr = self.transformer
+        weight = self.patch_embedding.weight
+        heads = tr.config.num_attention_heads
+        if memory is None or memory.tokens.shape[1] == 0:
+            b = 1 if memory is None else memory.tokens.shape[0]
+            empty = weight.new_zeros(b, 0, heads, self.head_dim)
+            return MemoryKeysValues([empty] * len(tr.blocks), [empty] * len(tr.blocks))
+        x = memory.tokens.to(weight.dtype).contiguous()
+        b, m, _ = x.shape
+        positions = memory.positions if memory.positions.ndim == 3 else memory.positions[None].expand(b, -1, -1)
+        rotary = rope_from_positions(positions.float(), self.head_dim)
+        _, proj, _ = self._embed(x.new_zeros(b, m, dtype=torch.float32), self.null_text(b))
+        keys, values = [], []
+        for i, block in enumerate(tr.blocks):
+            x, k, v = self._blocks(memory_block, block, x, proj, rotary, i == len(tr.blocks) - 1)
+            keys.append(k)
+            values.append(v)
+        return MemoryKeysValues(keys, values)
 
 
 def build_transformer(model_config) -> WanTransformer3DModel:

@@ -68,7 +68,7 @@ class FrameMemPipelineBase(DiffusionPipeline):
         """The components as one `FrameMem` (the same modules, not copies)."""
         parts = (self.transformer, self.memory_encoder, self.codec, self.text_encoder, self.framemem_config)
         if getattr(self, "_model_parts", None) is None or any(a is not b for a, b in zip(self._model_parts, parts)):
-            model = FrameMem(self.framemem_config, self.codec, MemoryDiT(self.transformer, self.framemem_config.model.prediction_type), self.memory_encoder,
+            model = FrameMem(self.framemem_config, self.codec, MemoryDiT.for_preset(self.transformer, self.framemem_config.model), self.memory_encoder,
                              self.text_encoder)
             object.__setattr__(self, "_model_parts", parts)
             object.__setattr__(self, "_model", model)

@@ -105,7 +105,8 @@ class FrameMemPipeline(FrameMemPipelineBase):
     @torch.no_grad()
     def estimate_seconds(self, seconds: float, num_inference_steps: int, guidance_scale: float) -> float:
         """Wall time `seconds` of new video would take here, from one timed DiT evaluation
-        with a full history window of memory tokens (denoising only, so a lower bound)."""
+        with a full history window of memory tokens (denoising only, so a lower bound; with
+        memory computed once per section, that pass is timed and added per section)."""
         model, mc = self.model, self.framemem_config.model
         device = self._execution_device
         branches = 1 if guidance_scale == 1 else 2
@@ -119,30 +120,42 @@ class FrameMemPipeline(FrameMemPipelineBase):
         frames = torch.arange(section, device=device).float()[None].expand(branches, -1)
         text = self.encode_prompt(["", ""])[:branches]
         x, t = torch.zeros(shape, device=device), torch.full((branches, 1), 0.5, device=device)
-        timings = []
+        once = model.dit.memory_attention == "memory_only"  # keys and values once per section, then the section alone
+        timings, once_timings, cache = [], [0.0], None
         for _ in range(2):  # the first call pays one-off costs
             start = time.perf_counter()
-            model.dit(x, frames, t.expand(branches, section), memory, text)
+            if once:
+                cache = model.dit.memory_keys_values(dataclasses.replace(memory, tokens=memory.tokens[:1]))
+                once_timings.append(time.perf_counter() - start)
+                start = time.perf_counter()
+            model.dit(x, frames, t.expand(branches, section), memory, text, memory_cache=cache)
             timings.append(time.perf_counter() - start)
-        return timings[-1] * num_inference_steps * self.section_count(seconds)
+        return (once_timings[-1] + timings[-1] * num_inference_steps) * self.section_count(seconds)
 
     # ---- one section ---------------------------------------------------------------------
     def denoise_section(self, memory: MemoryTokens | None, offset: int, prompt_embeds: torch.Tensor,
                         latents: torch.Tensor, num_inference_steps: int, guidance_scale: float,
-                        on_step: Callable | None = None) -> torch.Tensor:
+                        on_step: Callable | None = None, reuse_memory: bool = True) -> torch.Tensor:
         """Sample one section (1, C, S, h, w) at latent frames offset…offset+S−1 from noise
         `latents`, given the memory and `prompt_embeds` (2, L, D): the prompt's and the empty
-        one's. guidance_scale 1 runs the conditional branch alone."""
+        one's. guidance_scale 1 runs the conditional branch alone. A memory that reads only
+        memory (`model.memory_attention` "memory_only") offers the same keys and values to
+        every step and branch: they are computed once here (`reuse_memory=False` recomputes
+        them at every evaluation, the same numbers, for timing)."""
         model = self.model
         branches = 1 if guidance_scale == 1 else 2
         section = latents.shape[2]
         frames = (offset + torch.arange(section, device=latents.device)).float()[None].expand(branches, -1)
         text = prompt_embeds[:branches]
-        if memory is not None:
+        cache = None
+        if model.dit.memory_attention == "memory_only" and reuse_memory:
+            cache = model.dit.memory_keys_values(memory)  # batch 1: both branches read it
+        elif memory is not None:
             memory = dataclasses.replace(memory, tokens=memory.tokens.expand(branches, -1, -1))
 
         def velocity(x, t):
-            v = model.dit(x.expand(branches, -1, -1, -1, -1), frames, t.expand(branches, -1), memory, text)
+            v = model.dit(x.expand(branches, -1, -1, -1, -1), frames, t.expand(branches, -1), memory, text,
+                          memory_cache=cache)
             if branches == 1:
                 return v
             cond, uncond = v.chunk(2)
