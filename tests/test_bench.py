@@ -65,7 +65,9 @@ def test_rows_join_an_earlier_table_of_the_same_budget_and_replace_one_of_anothe
     assert [(r["variant"], r["rate"]) for r in added["records"]] == [("proposed", "4x4x2"), ("memory_once", "4x4x2")]
     assert added["records"][0] == json.loads(json.dumps(first["records"][0]))
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(added))
-    assert (tmp_path / "t-grid-added.png").is_file() and "memory read once per section" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t-grid-added.png").is_file() and added["rows_run_later"] == [["memory_once", "4x4x2"]]
+    assert "Rows run later with `--only`, at the same budget and on the same evaluation as the others (with the code " \
+           "of that later run): Proposed, memory read once per section (4×4×2)." in (tmp_path / "t.md").read_text()
     model = json.loads((tmp_path / "runs" / "memory_once-4x4x2-seed0" / "model" / "framemem.json").read_text())
     assert model["model"]["memory_attention"] == "memory_only"
     other = retrieval_table(dataclasses.replace(budget, specs=[("memory_once", "4x4x2")], sample_steps=3),

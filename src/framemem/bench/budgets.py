@@ -16,11 +16,12 @@ PAPER_TABLE1 = {
 # Rows that change the model rather than φ: the φ variant they train and what they set in `model`.
 EXTENSIONS = {
     "memory_once": ("proposed", {"memory_attention": "memory_only"}),  # keys and values once per section
+    "x0_prediction": ("proposed", {"prediction_type": "x0"}),  # the DiT predicts the clean sample (Li & He 2025)
 }
-SPECS = [*PAPER_TABLE1, ("framepack", "schedule"), ("memory_once", "4x4x2")]
+SPECS = [*PAPER_TABLE1, ("framepack", "schedule"), ("memory_once", "4x4x2"), ("x0_prediction", "4x4x2")]
 TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without_lr": "Without LR",
           "proposed": "Proposed", "framepack": "FramePack schedule",
-          "memory_once": "Proposed, memory read once per section"}
+          "memory_once": "Proposed, memory read once per section", "x0_prediction": "Proposed, x0-prediction"}
 
 
 def apply_extension(config, variant: str) -> str:

@@ -40,6 +40,9 @@ def keep_earlier_rows(path: Path, result: dict, key) -> bool:
     ours = {key(r) for r in result["records"]}
     kept = [r for r in earlier.get("records", []) if key(r) not in ours]
     result["records"] = kept + result["records"]
+    if kept:  # which rows were measured later, by a run of some rows (`--only`)
+        result["rows_run_later"] = earlier.get("rows_run_later", []) + [list(key(r)) if isinstance(key(r), tuple)
+                                                                        else key(r) for r in result["records"][len(kept):]]
     for name, value in earlier.get("references", {}).items():
         result["references"].setdefault(name, value)
     return bool(kept)
@@ -112,11 +115,21 @@ def write_markdown(result: dict, path: Path) -> None:
                   "the model's resolution." if budget.get("lpips_backbone") else
                   "LPIPS: unavailable — it needs local weight files (`--lpips-backbone`, `--lpips-linear`), and no "
                   "estimate stands in for it.")
-    lines += ["", lpips_note, "", training_time(result["records"]),
+    lines += [*later_rows_note(result, lambda row: label({"variant": row[0], "rate": row[1]})),
+              "", lpips_note, "", training_time(result["records"]),
               "", "The paper's orderings:", "", *orderings(result["records"]), "",
               f"![PSNR against memory tokens]({path.stem}-tokens.png)", "",
               f"![the same frames retrieved by every variant]({path.stem}-grid.png)", ""]
     write_text(path, "\n".join(lines))
+
+
+def later_rows_note(result: dict, title) -> list[str]:
+    """A line naming the rows added to the table by later runs of some rows (same budget)."""
+    later = result.get("rows_run_later")
+    if not later:
+        return []
+    return ["", "Rows run later with `--only`, at the same budget and on the same evaluation as the others (with the "
+            "code of that later run): " + ", ".join(title(r) for r in later) + "."]
 
 
 def training_time(records: list[dict]) -> str:
@@ -234,6 +247,7 @@ def write_consistency_markdown(result: dict, path: Path) -> None:
     for name, label in (("truth", "reference: the true return"), ("other_scene", "reference: a different scene")):
         ref = result["references"][name]
         lines.append(f"| *{label}* | {ref['psnr']:.2f} | {ref['ssim']:.3f} | {ref['feature']:.3f} | — |")
+    lines += later_rows_note(result, consistency_title)
     lines += ["", "Continuity: the mean PSNR between consecutive generated frames across section boundaries "
               "divided by the same within sections (1.0 = no visible cut); boundaries where the storyboard changes "
               "the prompt, and the one from the history (the scene's return), are planned cuts and not scored.", "", "± is the standard deviation over seeds (for a given checkpoint: over generation seeds only). "
