@@ -80,7 +80,7 @@ def test_bench_only_names_rows_of_the_benchmark(capsys):
 
     assert main(["bench", "retrieval", "--quick", "--only", "sliding_window"]) == 2
     assert capsys.readouterr().err.strip().startswith("framemem: error: --only sliding_window: not a row of this "
-                                                      "benchmark (framepack, large_patchifier, memory_once,")
+                                                      "benchmark (cross_attention, framepack, large_patchifier,")
     assert main(["bench", "consistency", "--quick", "--only", "framepack"]) == 2
     assert "--only framepack: not a row of this benchmark (proposed, only_lr" in capsys.readouterr().err
 

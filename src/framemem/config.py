@@ -67,6 +67,9 @@ class ModelConfig:
             prompt) or "memory_only" (they attend only to memory and skip the prompt, so
             generation computes their keys and values once per section; a different model,
             trained so).
+        cross_attention: the cross-attention enhancement (paper §4.5): φ's penultimate
+            features feed every DiT block through an added, zero-initialised cross-attention
+            (trained with φ in both stages). Needs φ's high-resolution branch.
     """
 
     fps: float = 4.0
@@ -88,6 +91,7 @@ class ModelConfig:
     lora_rank: int | None = None
     prediction_type: str = "velocity"
     memory_attention: str = "joint"
+    cross_attention: bool = False
 
     @property
     def history_frames(self) -> int:
@@ -251,7 +255,7 @@ class FrameMemConfig:
         section = {"": self.train, "train": self.train, "ar": self.ar, "model": self.model}.get(part)
         hints = typing.get_type_hints(type(section)) if section is not None else {}
         if part == "model":
-            plain = {str, int, float, type(None)}
+            plain = {str, int, float, bool, type(None)}
             hints = {k: v for k, v in hints.items() if v in plain or (typing.get_origin(v) in (typing.Union, types.UnionType)
                                                                       and set(typing.get_args(v)) <= plain)}
         if name not in hints or not text:

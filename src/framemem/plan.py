@@ -99,6 +99,11 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
     }
 
 
+def _tflops(value: float) -> str:
+    """One decimal at real size, three significant digits below 1 TFLOP (the tiny preset)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
+
+
 def format_plan(result: dict) -> str:
     """The plan as a Markdown table (also readable in a terminal)."""
     t, h, w = result["token_grid"]
@@ -117,8 +122,8 @@ def format_plan(result: dict) -> str:
     for r in result["rows"]:
         ideal = f"{r['memory_tokens_ideal']:,.0f}" if r["memory_tokens_ideal"] is not None else "—"
         lines.append(f"| {r['name']} | {r['memory_tokens']:,} | {ideal} | {r['ratio']:.1f}x | "
-                     f"{r['attention_tflops']:.1f} | {r['step_tflops']:.1f} | {r['step_tflops_reused']:.1f} + "
-                     f"{r['once_tflops']:.1f} | {r['activation_gb']:.1f} |")
+                     f"{_tflops(r['attention_tflops'])} | {_tflops(r['step_tflops'])} | "
+                     f"{_tflops(r['step_tflops_reused'])} + {_tflops(r['once_tflops'])} | {r['activation_gb']:.1f} |")
     lines += ["", "A guided step runs both branches through every layer. With `model.memory_attention = "
               "memory_only` the memory attends only to itself and skips the prompt, so its keys and values are "
               "computed once per section and each step runs the section's tokens only (a model trained so)."]

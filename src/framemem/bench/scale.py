@@ -101,7 +101,7 @@ def _build(config, layers: int, device: str, lora: bool, memory_attention: str =
     if config.train.gradient_checkpointing:
         dit.transformer.enable_gradient_checkpointing()
     codec = codec_geometry(mc)
-    encoder = build_memory_encoder(mc, codec.channels, dit.inner_dim, dit.patch_size)
+    encoder = build_memory_encoder(mc, codec.channels, dit.inner_dim, dit.patch_size, dit_layers=layers)
     return dit.to(device, dtype), encoder.to(device, dtype), codec, dtype
 
 
@@ -283,7 +283,12 @@ def scale_table(preset: str, layers: int | None, device: str, out: Path, max_tok
     return result
 
 
-def reuse_lines(rows: list[dict]) -> list[str]:
+def _seconds(value: float) -> str:
+    """One decimal, or three significant digits below 10 s (the tiny preset's figures)."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def reuse_lines(rows: list[dict], extrapolated: bool = True) -> list[str]:
     """framemem_once's seconds per section against framemem's, measured in the same run."""
     by = {(r["method"], r["history_seconds"]): r for r in rows
           if r.get("measured") and r["part"] == "section" and "same_as_seconds" not in r}
@@ -293,8 +298,9 @@ def reuse_lines(rows: list[dict]) -> list[str]:
         if method == "framemem_once" and base:
             ratio = r["section_seconds_full_depth"] / base["section_seconds_full_depth"]
             lines.append(f"- Memory computed once per section, {seconds:g} s of history: {ratio:.2f}× framemem's "
-                         f"seconds per section at full depth ({r['section_seconds_full_depth']:.1f} s against "
-                         f"{base['section_seconds_full_depth']:.1f} s, extrapolated from the same run).")
+                         f"seconds per section at full depth ({_seconds(r['section_seconds_full_depth'])} s against "
+                         f"{_seconds(base['section_seconds_full_depth'])} s, "
+                         + ("extrapolated from the same run)." if extrapolated else "measured in the same run)."))
     return lines
 
 
@@ -319,17 +325,18 @@ def write_scale_markdown(result: dict, path: Path) -> None:
             continue
         section = ""
         if "section_seconds_full_depth" in r:
-            once = f"{r['once_seconds_full_depth']:.1f} once + " if r.get("once_seconds") else ""
-            section = f"{r['section_seconds_full_depth']:.1f} ({once}{r['sample_steps']} steps × 1 guided evaluation)"
+            once = f"{_seconds(r['once_seconds_full_depth'])} once + " if r.get("once_seconds") else ""
+            section = f"{_seconds(r['section_seconds_full_depth'])} ({once}{r['sample_steps']} steps × 1 guided evaluation)"
         if "same_as_seconds" in r:
             lines.append(f"| {r['method']} | {r['history_seconds']:g} s | {r['tokens']:,} | the {r['same_as_seconds']:g} s "
                          f"row's figures: its memory keeps {r['same_as_seconds']:g} s, the same context | | | | |")
             continue
         lines.append(f"| {r['method']} | {r['history_seconds']:g} s | {r['tokens']:,} | {r['seconds']:.2f} | "
-                     f"{r['peak_gb']:.1f} | {r['seconds_full_depth']:.1f} | {r['peak_gb_full_depth']:.1f} | {section} |")
-    lines += ["", *reuse_lines(result["rows"])]
-    lines += ["", "Full depth is extrapolated from the measured depth and a 0-layer run of the same part: "
-              "t(L) = t(0) + (t(N) − t(0))·L/N (the same for peak memory). Seconds per section multiply one "
+                     f"{r['peak_gb']:.1f} | {_seconds(r['seconds_full_depth'])} | {r['peak_gb_full_depth']:.1f} | {section} |")
+    lines += ["", *reuse_lines(result["rows"], extrapolated)]
+    lines += ["", ("Full depth is extrapolated from the measured depth and a 0-layer run of the same part: "
+                   "t(L) = t(0) + (t(N) − t(0))·L/N (the same for peak memory). " if extrapolated else
+                   "Every layer was built and measured (no extrapolation). ") + "Seconds per section multiply one "
               "guided evaluation (both branches, the fastest of up to 3 timed rounds after an untimed one) by the "
               "preset's sampling steps. The train row is one stage-1 step "
               "at batch 1, timed after one untimed step. Peak memory: `torch.cuda.max_memory_allocated` on a GPU, "

@@ -79,7 +79,8 @@ class FrameMem(nn.Module):
             return window
         positions = memory.positions if memory.positions.ndim == 2 else memory.positions[0]
         return MemoryTokens(torch.cat([memory.tokens, window.tokens.to(memory.tokens)], dim=1),
-                            torch.cat([positions, window.positions.to(positions)]), None)
+                            torch.cat([positions, window.positions.to(positions)]), None,
+                            memory.features, memory.feature_attention)  # the window adds no features
 
     @classmethod
     def build(cls, config: FrameMemConfig, variant: str = "proposed") -> "FrameMem":
@@ -90,7 +91,8 @@ class FrameMem(nn.Module):
         if config.model.lora_rank:
             dit.add_lora(config.model.lora_rank)
         encoder = build_memory_encoder(
-            config.model, codec.channels, dit.inner_dim, dit.patch_size, variant, dit.patch_embedding
+            config.model, codec.channels, dit.inner_dim, dit.patch_size, variant, dit.patch_embedding,
+            dit_layers=len(dit.transformer.blocks),
         )
         check_divisible(config.model.height, config.model.width, codec, dit.patch_size)
         return cls(config, codec, dit, encoder)
@@ -238,6 +240,13 @@ def config_disagreement(path: Path, config: FrameMemConfig, codec_channels: int)
                                     ("encoder_attention_heads", mc.encoder_attention_heads, "attention_heads")):
                 if key in enc and not same(ours, enc[key]):
                     return f"framemem.json has {name} {ours}, memory_encoder/config.json {enc[key]}"
+            layers = enc.get("cross_attention_layers", 0)
+            if bool(layers) != bool(mc.cross_attention):
+                return (f"framemem.json asks for cross_attention {str(mc.cross_attention).lower()}, "
+                        f"memory_encoder/config.json has {layers} cross-attention layers")
+            depth = mc.transformer.get("num_layers")
+            if layers and depth and layers != depth:
+                return f"memory_encoder/config.json has {layers} cross-attention layers, the DiT {depth} blocks"
     return None
 
 
@@ -302,11 +311,16 @@ def window_blocks(model: FrameMem) -> int:
 
 
 def build_memory_encoder(model_config, latent_channels: int, dit_width: int, patch, variant: str = "proposed",
-                         patch_embedding: nn.Conv3d | None = None) -> MemoryEncoder | FramePackEncoder:
+                         patch_embedding: nn.Conv3d | None = None, dit_layers: int = 0) -> MemoryEncoder | FramePackEncoder:
     """A fresh φ (or a FramePack peer) for a preset; `patch_embedding` (the DiT's)
-    initialises larger patchifiers FramePack's way."""
+    initialises larger patchifiers FramePack's way; `dit_layers`: the DiT's depth, which
+    `model.cross_attention` gives a feature projection each."""
     if variant not in VARIANTS:
         raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
+    cross = getattr(model_config, "cross_attention", False)
+    if cross and (variant == "framepack" or not dit_layers):
+        raise FrameMemError("model.cross_attention needs φ's features and the DiT's depth "
+                            + ("(the FramePack schedule has no φ)" if variant == "framepack" else "(dit_layers)"))
     if variant == "framepack":
         encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch))
     else:
@@ -318,6 +332,7 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
             widths=tuple(model_config.encoder_widths),
             attention_heads=model_config.encoder_attention_heads,
             variant=variant,
+            cross_attention_layers=dit_layers if cross else 0,
         )
     if patch_embedding is not None:
         encoder.init_from_patch_embedding(patch_embedding)

@@ -1,4 +1,6 @@
-"""Memory that reads only memory (`model.memory_attention = "memory_only"`), computed once per section.
+"""How target tokens read the memory, block by block: memory read once per section
+(`model.memory_attention = "memory_only"`) and the cross-attention enhancement
+(`model.cross_attention`).
 
 In the default ("joint") every DiT block runs one self-attention over [memory ; targets]
 and every token reads the prompt, so the clean memory tokens change with the noisy
@@ -14,10 +16,22 @@ computed once (`memory_keys_values`) and reused by every step and both guidance 
 of a section. It is a different model from "joint" (it must be trained so); the same
 checkpoint gives the same numbers with or without the reuse (tested to 1e-5).
 
-The blocks below are diffusers' `WanTransformerBlock.forward`, split in two: the block's
-own modules (norms, projections, the text cross-attention, feed-forward) are called, only
-the self-attention is assembled here, following `WanAttnProcessor` (q/k RMS norms across
-heads, Wan's interleaved rotary embedding, scaled dot-product attention).
+Cross-attention enhancement (paper §4.5, Fig. 9): φ's penultimate features (B, M, F) feed
+every block through IP-Adapter's decoupled cross-attention (Ye et al. 2023), the way Wan 2.1's
+image-to-video blocks read CLIP features: the targets' query of the text cross-attention also
+attends to keys and values projected from the features, and both outputs are added before the
+output projection,
+
+    out = to_out( attn(q, k_text, v_text) + attn(q, k_features, v_features) ).
+
+The feature projections are φ's (`FeatureKeysValues`, saved and trained with φ) and their value
+projection starts at zero, so a fresh model equals the model without them. Memory tokens do not
+read the features (with "memory_only" their keys and values stay a function of memory alone).
+
+The blocks below are diffusers' `WanTransformerBlock.forward`, taken apart: the block's own
+modules (norms, projections, feed-forward) are called, only the attention is assembled here,
+following `WanAttnProcessor` (q/k RMS norms across heads, Wan's interleaved rotary embedding,
+scaled dot-product attention).
 """
 from __future__ import annotations
 
@@ -27,15 +41,16 @@ import torch
 import torch.nn.functional as F
 
 
-
 @dataclass
 class MemoryKeysValues:
     """What the memory offers every block: keys and values, each a list over blocks of
     (B, M, heads, head_dim), already normalised and rotated. B is 1 for a memory shared
-    by every guidance branch (it is broadcast)."""
+    by every guidance branch (it is broadcast). With the cross-attention enhancement,
+    `features`: per block the (keys, values) (B, M, D) of φ's features."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    features: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def tokens(self) -> int:
@@ -62,10 +77,14 @@ def _project(attn, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor,
     return _rotate(q, *rotary), _rotate(k, *rotary), v
 
 
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q (B, N, H, d) over k, v (B, N', H, d) -> (B, N, H, d)."""
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
 def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q (B, N, H, d) over k, v (B, N', H, d) -> the attention's output projection (B, N, D)."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    out = out.transpose(1, 2).flatten(2, 3).type_as(q)
+    out = _sdpa(q, k, v).flatten(2, 3).type_as(q)
     return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -86,10 +105,42 @@ def memory_block(block, x: torch.Tensor, proj: torch.Tensor, rotary, last: bool 
     return _feed_forward(block, x, c_shift, c_scale, c_gate), k, v
 
 
+def cross_attention(attn, x: torch.Tensor, text: torch.Tensor, feature_k: torch.Tensor | None = None,
+                    feature_v: torch.Tensor | None = None, first: int = 0) -> torch.Tensor:
+    """The block's text cross-attention `attn` (its attn2) for x (B, N, D), already normed;
+    with φ's feature keys and values (1 or B, M, D) from `FeatureKeysValues`, the rows from
+    `first` on (the targets) also attend to them, added before the output projection."""
+    if feature_k is None:
+        return attn(x, text, None, None)
+    q = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))
+    k = attn.norm_k(attn.to_k(text)).unflatten(2, (attn.heads, -1))
+    v = attn.to_v(text).unflatten(2, (attn.heads, -1))
+    out = _sdpa(q, k, v)
+    b = x.shape[0]
+    fk, fv = (f.to(q).expand(b, -1, -1).unflatten(2, (attn.heads, -1)) for f in (feature_k, feature_v))
+    out = torch.cat([out[:, :first], out[:, first:] + _sdpa(q[:, first:], fk, fv)], dim=1)
+    return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(q)))
+
+
+def joint_block(block, x: torch.Tensor, text: torch.Tensor, proj: torch.Tensor, rotary, first: int,
+                feature_k: torch.Tensor | None = None, feature_v: torch.Tensor | None = None) -> torch.Tensor:
+    """diffusers' block over [memory ; targets] x (B, N, D), the rows from `first` on also
+    reading φ's features (`cross_attention`); without features it is the stock block."""
+    if feature_k is None:
+        return block(x, text, proj, rotary)
+    shift, scale, gate, c_shift, c_scale, c_gate = _modulation(block, proj)
+    h = (block.norm1(x.float()) * (1 + scale) + shift).type_as(x)
+    x = (x.float() + block.attn1(h, None, None, rotary) * gate).type_as(x)
+    x = x + cross_attention(block.attn2, block.norm2(x.float()).type_as(x), text, feature_k, feature_v, first)
+    return _feed_forward(block, x, c_shift, c_scale, c_gate)
+
+
 def target_block(block, x: torch.Tensor, text: torch.Tensor, proj: torch.Tensor, rotary,
-                 memory_k: torch.Tensor, memory_v: torch.Tensor) -> torch.Tensor:
+                 memory_k: torch.Tensor, memory_v: torch.Tensor, feature_k: torch.Tensor | None = None,
+                 feature_v: torch.Tensor | None = None) -> torch.Tensor:
     """One block for target tokens x (B, K, D): self-attention over the memory's keys and
-    values (1 or B, M, H, d) and their own, then the prompt, then the feed-forward."""
+    values (1 or B, M, H, d) and their own, then the prompt (and φ's features, when given),
+    then the feed-forward."""
     shift, scale, gate, c_shift, c_scale, c_gate = _modulation(block, proj)
     h = (block.norm1(x.float()) * (1 + scale) + shift).type_as(x)
     q, k, v = _project(block.attn1, h, rotary)
@@ -97,5 +148,5 @@ def target_block(block, x: torch.Tensor, text: torch.Tensor, proj: torch.Tensor,
     k = torch.cat([memory_k.to(k).expand(b, -1, -1, -1), k], dim=1)
     v = torch.cat([memory_v.to(v).expand(b, -1, -1, -1), v], dim=1)
     x = (x.float() + _attend(block.attn1, q, k, v) * gate).type_as(x)
-    x = x + block.attn2(block.norm2(x.float()).type_as(x), text, None, None)
+    x = x + cross_attention(block.attn2, block.norm2(x.float()).type_as(x), text, feature_k, feature_v)
     return _feed_forward(block, x, c_shift, c_scale, c_gate)

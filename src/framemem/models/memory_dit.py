@@ -23,7 +23,7 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
 from ..config import MEMORY_ATTENTION
 from ..errors import FrameMemError
-from .memory_attention import MemoryKeysValues, memory_block, target_block
+from .memory_attention import MemoryKeysValues, joint_block, memory_block, target_block
 
 if TYPE_CHECKING:
     from .memory_encoder import MemoryTokens
@@ -82,7 +82,9 @@ class MemoryDiT(nn.Module):
     the velocity they imply, (x_t − x0) / t, so everything downstream sees a velocity.
     `memory_attention` "memory_only": memory tokens attend only to memory and skip the
     prompt (`memory_attention` module), so their keys and values can be computed once per
-    section (`memory_keys_values`) and passed back as `memory_cache`."""
+    section (`memory_keys_values`) and passed back as `memory_cache`. A memory with φ's
+    features (`MemoryTokens.features`, the cross-attention enhancement) is read by every
+    block's text cross-attention as well (`memory_attention.cross_attention`)."""
 
     def __init__(self, transformer: WanTransformer3DModel, prediction_type: str = "velocity",
                  memory_attention: str = "joint"):
@@ -208,23 +210,28 @@ class MemoryDiT(nn.Module):
         tokens = tokens.contiguous()
         rotary = rope_from_positions(positions, self.head_dim)
         temb, proj, text_states = self._embed(timesteps, text)
-        for block in self.transformer.blocks:
-            tokens = self._blocks(block, tokens, text_states, proj, rotary)
+        features = memory.feature_keys_values() if memory is not None else None
+        features = features or [(None, None)] * len(self.transformer.blocks)
+        for block, (feature_k, feature_v) in zip(self.transformer.blocks, features):
+            tokens = self._blocks(joint_block, block, tokens, text_states, proj, rotary, m, feature_k, feature_v)
         return tokens[:, m:], temb[:, m:]
 
     def _targets_over_memory(self, tokens, positions, timesteps, text, cache: MemoryKeysValues):
         """Target tokens through the blocks, reading the memory's cached keys and values."""
         rotary = rope_from_positions(positions, self.head_dim)
         temb, proj, text_states = self._embed(timesteps, text)
-        for block, keys, values in zip(self.transformer.blocks, cache.keys, cache.values):
-            tokens = self._blocks(target_block, block, tokens, text_states, proj, rotary, keys, values)
+        features = cache.features or [(None, None)] * len(cache.keys)
+        for block, keys, values, (feature_k, feature_v) in zip(self.transformer.blocks, cache.keys, cache.values, features):
+            tokens = self._blocks(target_block, block, tokens, text_states, proj, rotary, keys, values,
+                                  feature_k, feature_v)
         return tokens, temb
 
     def memory_keys_values(self, memory: MemoryTokens | None) -> MemoryKeysValues:
         """The keys and values memory tokens (B, M, D) offer every block when they attend only
         to themselves at t = 0 without a prompt (`memory_attention` "memory_only"). They do
         not depend on the targets, their t, the prompt or the guidance branch: compute them
-        once per section. Empty memory -> zero-length keys."""
+        once per section, with the keys and values of φ's features when it has them. Empty
+        memory -> zero-length keys."""
         tr = self.transformer
         weight = self.patch_embedding.weight
         heads = tr.config.num_attention_heads
@@ -242,7 +249,7 @@ class MemoryDiT(nn.Module):
             x, k, v = self._blocks(memory_block, block, x, proj, rotary, i == len(tr.blocks) - 1)
             keys.append(k)
             values.append(v)
-        return MemoryKeysValues(keys, values)
+        return MemoryKeysValues(keys, values, memory.feature_keys_values())
 
 
 def build_transformer(model_config) -> WanTransformer3DModel:

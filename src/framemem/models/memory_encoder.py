@@ -5,6 +5,9 @@
                LayerNorm + SiLU before each conv) → spatial attention per memory frame
                → norm, SiLU, 1×1 conv to D (zero-initialised)
     tokens = LR + HR, flattened to (B, N, D), with float positions (N, 3).
+    features (cross-attention enhancement only): the HR branch's penultimate features
+               (after the attention, before the projection), (B, N, F), which every DiT
+               block reads through its own `FeatureKeysValues` (models/memory_attention.py).
 
 Every layer looks only inside its own block of `rate_t · patch_t` latent frames
 (temporal kernels equal their strides; attention is per memory frame), so memory
@@ -38,6 +41,14 @@ class MemoryTokens:
     tokens: torch.Tensor  # (B, N, D)
     positions: torch.Tensor  # (N, 3) float (t, h, w) in post-patch latent-grid units
     grid: tuple[int, int, int] | None  # (Tm, Hm, Wm) with N = Tm·Hm·Wm; None for FramePack's levels
+    features: torch.Tensor | None = None  # (B, N', F) φ's penultimate features (cross-attention only)
+    feature_attention: nn.ModuleList | None = None  # φ's `FeatureKeysValues`, one per DiT block
+
+    def feature_keys_values(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per DiT block, the keys and values (B, N', D) of the features; None without them."""
+        if self.features is None or self.feature_attention is None:
+            return None
+        return [project(self.features) for project in self.feature_attention]
 
 
 def axis_centres(size: int, rate: int) -> torch.Tensor:
@@ -115,6 +126,23 @@ class FrameAttention(nn.Module):
         return seq.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
+class FeatureKeysValues(nn.Module):
+    """One DiT block's keys and values of φ's features (B, M, F) -> two (B, M, D): the added
+    projections of a decoupled cross-attention, with an RMS-normed key like Wan's image
+    keys. The value projection starts at zero, so a fresh one adds nothing."""
+
+    def __init__(self, feature_dim: int, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.to_k = nn.Linear(feature_dim, dim)
+        self.to_v = nn.Linear(feature_dim, dim)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        nn.init.zeros_(self.to_v.weight)
+        nn.init.zeros_(self.to_v.bias)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.norm_k(self.to_k(features)), self.to_v(features)
+
+
 class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
     """φ. Own weights are the HR branch only; the LR branch reuses the DiT's patch embedding.
 
@@ -127,6 +155,9 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
         attention_heads: heads of the attention at the last width.
         variant: proposed (LR + HR), only_lr, without_lr, or large_patchifier (FramePack's
             baseline: one Conv3d with kernel = stride = patch × rate over the latents).
+        cross_attention_layers: with N > 0, φ also returns its penultimate HR features and
+            holds one `FeatureKeysValues` per DiT block (N = the DiT's depth): the
+            cross-attention enhancement (paper §4.5). Needs the HR branch.
     """
 
     @register_to_config
@@ -139,10 +170,13 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
         widths: tuple[int, ...] = (64, 128, 256, 512),
         attention_heads: int = 8,
         variant: str = "proposed",
+        cross_attention_layers: int = 0,
     ):
         super().__init__()
         if variant not in VARIANTS:
             raise FrameMemError(f"unknown memory variant '{variant}' ({', '.join(VARIANTS)})")
+        if cross_attention_layers and variant not in ("proposed", "without_lr"):
+            raise FrameMemError(f"cross-attention reads φ's high-resolution features; variant {variant} has none")
         rh, rw, rt = rate
         self.rate_thw = (rt, rh, rw)
         self.patch = tuple(patch_size)
@@ -167,6 +201,14 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
         self.proj_out = nn.Conv3d(widths[-1], dit_width, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        if cross_attention_layers:
+            self.feature_attention = nn.ModuleList(
+                FeatureKeysValues(widths[-1], dit_width) for _ in range(cross_attention_layers))
+
+    @property
+    def has_features(self) -> bool:
+        """Whether φ returns features for the DiT's cross-attention (`cross_attention_layers`)."""
+        return hasattr(self, "feature_attention")
 
     def init_from_patch_embedding(self, patch_embedding: nn.Conv3d) -> None:
         """Initialise a large patchifier from the DiT's patch embedding (`init_patchifier`)."""
@@ -262,12 +304,14 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
                                 patch_embedding)
             for i in range(0, grid[0], step)
         ]
-        tokens = torch.cat(chunks, dim=2).flatten(2).transpose(1, 2)
+        tokens, features = (torch.cat(parts, dim=2).flatten(2).transpose(1, 2) if parts[0] is not None else None
+                            for parts in zip(*chunks))
         positions = memory_positions(self.token_grid(latent_shape), self.rate_thw).to(tokens.device)
-        return MemoryTokens(tokens, positions, grid)
+        return MemoryTokens(tokens, positions, grid, features, getattr(self, "feature_attention", None))
 
-    def _encode_blocks(self, latents, low_res, patch_embedding) -> torch.Tensor:
-        """Whole, padded temporal blocks (B, C, tm·block, H', W') -> (B, D, tm, Hm, Wm).
+    def _encode_blocks(self, latents, low_res, patch_embedding):
+        """Whole, padded temporal blocks (B, C, tm·block, H', W') -> (B, D, tm, Hm, Wm), and
+        the features (B, F, tm, Hm, Wm) or None.
 
         Every layer is local to a block, so the blocks are run as a batch (B·tm, C, block,
         H', W'): the same result, and short inputs (an appended section) still take
@@ -280,11 +324,13 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
 
         latents = as_batch(latents) if self.use_hr or hasattr(self, "patchifier") else None  # only LR: unpadded, unused
         low_res = None if low_res is None else as_batch(low_res)
-        return self._encode_batch(latents, low_res, patch_embedding).unflatten(0, (b, tm)).transpose(1, 2).squeeze(3)
+        out, features = self._encode_batch(latents, low_res, patch_embedding)
+        return tuple(None if x is None else x.unflatten(0, (b, tm)).transpose(1, 2).squeeze(3) for x in (out, features))
 
-    def _encode_batch(self, latents, low_res, patch_embedding) -> torch.Tensor:
-        """One block per batch element: (N, C, block, H', W') -> (N, D, 1, Hm, Wm)."""
-        out = 0
+    def _encode_batch(self, latents, low_res, patch_embedding):
+        """One block per batch element: (N, C, block, H', W') -> (N, D, 1, Hm, Wm), and the
+        penultimate features (N, F, 1, Hm, Wm) when the DiT reads them (else None)."""
+        out, hr = 0, None
         if hasattr(self, "patchifier"):
             out = self.patchifier(latents)
         if self.use_hr:
@@ -292,4 +338,4 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
             out = self.proj_out(F.silu(self.norm_out(hr)))
         if low_res is not None:
             out = out + patch_embedding(low_res)
-        return out
+        return out, hr if self.has_features else None

@@ -42,7 +42,8 @@ class MemoryState:
         if not hasattr(model.encoder, "rate_thw"):
             raise FrameMemError("generation needs a memory encoder that is local in time (not the FramePack schedule)")
         self.model, self.max_blocks = model, max_blocks
-        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (tokens (1, n, D), positions (n, 3))
+        # per block: tokens (1, n, D), positions (n, 3), φ's features (1, n, F) or None
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self.latent_frames = 0  # latent frames appended so far (dropped ones included)
         self.decode_past: torch.Tensor | None = None  # (1, C, ≤ DECODE_PAST, h, w)
         self.pixels: torch.Tensor | None = None  # (1, 3, T, H, W), causal codecs only
@@ -59,7 +60,8 @@ class MemoryState:
         tokens = memory.tokens.unflatten(1, (tm, -1))
         positions = memory.positions.unflatten(0, (tm, -1)).clone()
         positions[..., 0] += self.latent_frames / encoder.patch[0]
-        self.blocks += [(tokens[:, i], positions[i]) for i in range(tm)]
+        features = None if memory.features is None else memory.features.unflatten(1, (tm, -1))
+        self.blocks += [(tokens[:, i], positions[i], None if features is None else features[:, i]) for i in range(tm)]
         if self.max_blocks is not None:
             self.blocks = self.blocks[-self.max_blocks :]
         self.latent_frames += latents.shape[2]
@@ -77,7 +79,9 @@ class MemoryState:
         after the memory's; None while empty."""
         if not self.blocks:
             return None
-        memory = MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None)
+        features = None if self.blocks[0][2] is None else torch.cat([b[2] for b in self.blocks], 1)
+        memory = MemoryTokens(torch.cat([b[0] for b in self.blocks], 1), torch.cat([b[1] for b in self.blocks]), None,
+                              features, getattr(self.model.encoder, "feature_attention", None))
         return memory if self.window is None else self.model.context(memory, self.window, self.latent_frames)
 
     @property
@@ -107,14 +111,17 @@ class MemoryState:
         config = self.model.encoder.config
         return {"preset": self.model.config.preset, "rate": list(config.rate), "variant": config.variant,
                 "dit_width": int(config.dit_width), "latent_channels": int(config.latent_channels),
-                "window_frames": int(self.model.config.ar.window_frames)}
+                "window_frames": int(self.model.config.ar.window_frames),
+                "cross_attention": bool(getattr(self.model.encoder, "has_features", False))}
 
     def save(self, path: str | Path) -> None:
         """Write the state as one safetensors file (atomically); no pickles."""
         tensors = {}
-        for i, (tokens, positions) in enumerate(self.blocks):
+        for i, (tokens, positions, features) in enumerate(self.blocks):
             tensors[f"block.{i}.tokens"] = tokens.detach().float().cpu().contiguous()
             tensors[f"block.{i}.positions"] = positions.detach().float().cpu().contiguous()
+            if features is not None:
+                tensors[f"block.{i}.features"] = features.detach().float().cpu().contiguous()
         for name in ("decode_past", "pixels", "window"):
             value = getattr(self, name)
             if value is not None:
@@ -144,11 +151,13 @@ class MemoryState:
         width = state._identity()["window_frames"]
         if "window_frames" not in saved:  # saved before the window existed: its last latents can rebuild it
             saved["window_frames"] = width if width <= DECODE_PAST else 0
+        saved.setdefault("cross_attention", False)  # saved before the cross-attention existed
         if saved != state._identity():
             differ = ", ".join(f"{k} {saved.get(k)} (model: {v})" for k, v in state._identity().items() if saved.get(k) != v)
             raise FrameMemError(f"{path}: this memory was made by another model: {differ}")
         device = next(model.parameters()).device
-        state.blocks = [(tensors[f"block.{i}.tokens"].to(device), tensors[f"block.{i}.positions"].to(device))
+        features = lambda i: tensors[f"block.{i}.features"].to(device) if f"block.{i}.features" in tensors else None  # noqa: E731
+        state.blocks = [(tensors[f"block.{i}.tokens"].to(device), tensors[f"block.{i}.positions"].to(device), features(i))
                         for i in range(int(meta["blocks"]))]
         state.latent_frames = int(meta["latent_frames"])
         state.decode_past = tensors["decode_past"].to(device) if "decode_past" in tensors else None

@@ -113,10 +113,14 @@ class FrameMemPipeline(FrameMemPipelineBase):
         section = section_latent_frames(model)
         shape = (branches, self.codec.channels, section, *self.codec.latent_shape(1, mc.height, mc.width)[1:])
         window = model.codec.pixel_frames(window_blocks(model) * model.encoder.block_frames)
-        tokens = model.token_counts(window, mc.height, mc.width)["memory"]
-        tokens += self.framemem_config.ar.window_frames * math.prod(shape[3:]) // math.prod(model.dit.patch_size[1:])
+        memory_tokens = model.token_counts(window, mc.height, mc.width)["memory"]
+        window_tokens = math.prod(shape[3:]) // math.prod(model.dit.patch_size[1:])
+        tokens = memory_tokens + self.framemem_config.ar.window_frames * window_tokens
+        projections = getattr(model.encoder, "feature_attention", None)  # the cross-attention enhancement
+        features = (None if projections is None else
+                    torch.zeros(1, memory_tokens, projections[0].to_k.in_features, device=device))
         memory = MemoryTokens(torch.zeros(branches, tokens, model.dit.inner_dim, device=device),
-                              torch.zeros(tokens, 3, device=device), None)
+                              torch.zeros(tokens, 3, device=device), None, features, projections)
         frames = torch.arange(section, device=device).float()[None].expand(branches, -1)
         text = self.encode_prompt(["", ""])[:branches]
         x, t = torch.zeros(shape, device=device), torch.full((branches, 1), 0.5, device=device)

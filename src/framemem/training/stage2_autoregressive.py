@@ -184,9 +184,11 @@ def finetune(config, memory_checkpoint, run_dir, data=None, resume: bool = False
         config.model.rate = rate
         config.model.seconds = window_seconds or config.model.seconds
         model.encoder = build_memory_encoder(config.model, model.codec.channels, dit.inner_dim, dit.patch_size,
-                                             fresh_memory, dit.patch_embedding)
+                                             fresh_memory, dit.patch_embedding, dit_layers=len(dit.transformer.blocks))
     model.check_window()  # after a fresh φ's window_seconds
     model.encoder.requires_grad_(ar.train_memory or bool(fresh_memory))
+    if getattr(model.encoder, "has_features", False):  # the DiT's side of the cross-attention trains with it
+        model.encoder.feature_attention.requires_grad_(True)
     if config.model.lora_rank:  # keep training the stage-1 LoRA
         dit.transformer.requires_grad_(False)
         for name, p in dit.transformer.named_parameters():
