@@ -46,6 +46,9 @@ def test_one_section_part_runs_at_tiny_size():
     assert result["once_seconds"] == 0
     once = scale.part_section(config, 1, "cpu", "framemem_once", 20.0)
     assert once["tokens"] == result["tokens"] and once["once_seconds"] > 0 and once["seconds"] > 0
+    cross = scale.part_section(config, 1, "cpu", "framemem_cross", 20.0)  # φ's features read by every block
+    assert cross["tokens"] == result["tokens"] and cross["once_seconds"] == 0 and cross["seconds"] > 0
+    assert scale.part_section(config, 0, "cpu", "framemem_cross", 20.0)["seconds"] > 0  # no block: nothing reads them
 
 
 def test_the_report_labels_extrapolation_and_planner_rows(tmp_path):
@@ -91,7 +94,8 @@ def test_the_report_json_is_what_the_table_shows(tmp_path, monkeypatch):
     assert all(r["section_seconds_full_depth"] == 0.5 * 4 + 9.0 * r["sample_steps"] for r in sections)
     assert [r["method"] for r in result["rows"] if not r["measured"]] == ["full_context"]  # 60 s: 15,616 tokens
     copied = [r for r in result["rows"] if "same_as_seconds" in r]  # the memory keeps 20 s: nothing new at 60 s
-    assert [(r["method"], r["history_seconds"]) for r in copied] == [("framemem", 60.0), ("framemem_once", 60.0)]
+    assert [(r["method"], r["history_seconds"]) for r in copied] == [("framemem", 60.0), ("framemem_once", 60.0),
+                                                                          ("framemem_cross", 60.0)]
     assert not any(args[args.index("--method") + 1].startswith("framemem") and "60.0" in args
                    for args in calls if "--method" in args)
     planned = [r for r in result["rows"] if not r["measured"]]
@@ -99,3 +103,10 @@ def test_the_report_json_is_what_the_table_shows(tmp_path, monkeypatch):
     assert "the 20 s row's figures: its memory keeps 20 s" in (tmp_path / "scale-wan2.2-x.md").read_text()
     assert json.loads((tmp_path / "scale-wan2.2-x.json").read_text()) == json.loads(json.dumps(result))
     assert (tmp_path / "scale-wan2.2-x.md").is_file()
+
+
+def test_short_evaluations_are_timed_over_more_rounds():
+    assert not scale.more_rounds([40.0])  # one 40 s round: enough
+    assert scale.more_rounds([12.0, 12.0]) and not scale.more_rounds([12.0] * 3)  # 3 rounds within 30 s
+    assert scale.more_rounds([0.1] * 40) and not scale.more_rounds([0.1] * 60)  # short ones: 5 s of rounds
+    assert not scale.more_rounds([0.01] * 100)  # at most 100

@@ -13,7 +13,8 @@ checkpointing as the preset sets it, bf16 on a GPU and fp32 on a CPU. Rows:
   stand in, marked so. Row `framemem_once` is framemem with `model.memory_attention =
   memory_only`: the memory's keys and values are computed once per section (timed apart),
   then each guided evaluation runs the section's tokens only; its seconds per section =
-  that once + the evaluations.
+  that once + the evaluations. Row `framemem_cross` is framemem with `model.cross_attention`:
+  every block's text cross-attention also reads φ's features of the memory.
 
 Every part runs in its own process (its peak memory is its own) at `layers` and at 0 layers;
 full depth is extrapolated linearly, t(L) = t(0) + (t(N) − t(0))·L/N, and labelled.
@@ -33,7 +34,7 @@ from pathlib import Path
 from ..errors import FrameMemError
 
 HISTORIES = (20.0, 60.0)
-METHODS = ("framemem", "framemem_once", "framepack", "full_context")
+METHODS = ("framemem", "framemem_once", "framemem_cross", "framepack", "full_context")
 CPU_MAX_TOKENS = 12_000  # on a CPU, longer contexts take many minutes per evaluation: the planner stands in
 
 
@@ -170,22 +171,27 @@ def part_section(config, layers: int, device: str, method: str, seconds: float) 
     from ..models.memory_encoder import MemoryTokens
 
     once = method == "framemem_once"
-    dit, _, codec, dtype = _build(config, layers, device, lora=False, memory_attention="memory_only" if once else "joint")
+    config.model.cross_attention = method == "framemem_cross" and layers > 0
+    dit, encoder, codec, dtype = _build(config, layers, device, lora=False,
+                                        memory_attention="memory_only" if once else "joint")
     mc = config.model
     section = max(1, round(config.ar.section_seconds * mc.fps) // codec.temporal_factor)  # latent frames
     h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
     _, ph, pw = dit.patch_size
     n = context_tokens(config, method, seconds)
+    features = None
+    if config.model.cross_attention:  # φ's features of the memory, read by every block
+        features = torch.randn(1, n, encoder.feature_attention[0].to_k.in_features, device=device, dtype=dtype)
     memory = MemoryTokens(torch.randn(2, n, dit.inner_dim, device=device, dtype=dtype),
-                          torch.rand(n, 3, device=device) * 8, None)
+                          torch.rand(n, 3, device=device) * 8, None, features, getattr(encoder, "feature_attention", None))
     x = torch.randn(2, codec.channels, section, h, w, device=device, dtype=dtype)
     frames = torch.arange(section, device=device).float()[None].expand(2, -1) + 100
     text = torch.zeros(2, config.ar.text_tokens, dit.text_dim, device=device, dtype=dtype)
     t = torch.full((2, section), 0.5, device=device)
     timings, once_timings, cache = [], [], None
     with torch.no_grad():
-        # the first round pays one-off costs; then the fastest of up to 3 rounds (of 30 s at most in all)
-        while len(timings) < 2 or (len(timings) < 4 and sum(timings[1:]) < 30):
+        # the first round pays one-off costs; then the fastest of the timed rounds (`more_rounds`)
+        while len(timings) < 2 or more_rounds(timings[1:]):
             if once:
                 _sync(device)
                 start = time.perf_counter()
@@ -199,6 +205,13 @@ def part_section(config, layers: int, device: str, method: str, seconds: float) 
             timings.append(time.perf_counter() - start)
     return {"seconds": min(timings[1:]), "once_seconds": min(once_timings[1:]) if once else 0.0, "peak_gb": _peak_gb(device),
             "tokens": n + section * (h // ph) * (w // pw)}
+
+
+def more_rounds(timed: list[float]) -> bool:
+    """Whether to time another round: 3 rounds or 30 s, whichever comes first, and short
+    evaluations (the tiny preset's take 0.1 s, where noise is large) until 5 s (at most 100)."""
+    total = sum(timed)
+    return len(timed) < 100 and (total < 5 or (len(timed) < 3 and total < 30))
 
 
 def _sync(device: str) -> None:
@@ -295,9 +308,10 @@ def reuse_lines(rows: list[dict], extrapolated: bool = True) -> list[str]:
     lines = []
     for (method, seconds), r in by.items():
         base = by.get(("framemem", seconds))
-        if method == "framemem_once" and base:
+        if method in ("framemem_once", "framemem_cross") and base:
             ratio = r["section_seconds_full_depth"] / base["section_seconds_full_depth"]
-            lines.append(f"- Memory computed once per section, {seconds:g} s of history: {ratio:.2f}× framemem's "
+            what = "Memory computed once per section" if method == "framemem_once" else "Cross-attention enhancement"
+            lines.append(f"- {what}, {seconds:g} s of history: {ratio:.2f}× framemem's "
                          f"seconds per section at full depth ({_seconds(r['section_seconds_full_depth'])} s against "
                          f"{_seconds(base['section_seconds_full_depth'])} s, "
                          + ("extrapolated from the same run)." if extrapolated else "measured in the same run)."))
@@ -337,7 +351,8 @@ def write_scale_markdown(result: dict, path: Path) -> None:
     lines += ["", ("Full depth is extrapolated from the measured depth and a 0-layer run of the same part: "
                    "t(L) = t(0) + (t(N) − t(0))·L/N (the same for peak memory). " if extrapolated else
                    "Every layer was built and measured (no extrapolation). ") + "Seconds per section multiply one "
-              "guided evaluation (both branches, the fastest of up to 3 timed rounds after an untimed one) by the "
+              "guided evaluation (both branches, the fastest timed round after an untimed one: 3 rounds or 30 s, and "
+              "short evaluations as many rounds as fit in 5 s) by the "
               "preset's sampling steps. The train row is one stage-1 step "
               "at batch 1, timed after one untimed step. Peak memory: `torch.cuda.max_memory_allocated` on a GPU, "
               "peak RSS of the part's own process on a CPU."]
