@@ -145,6 +145,9 @@ def test_quick_consistency_table_is_complete_and_well_formed(tmp_path):
     for stage in ("stage1-memory_once-seed0", "stage2-memory_once-seed0"):  # its own stage 1
         once = json.loads((tmp_path / "runs" / stage / "model" / "framemem.json").read_text())
         assert once["model"]["memory_attention"] == "memory_only"
+    for stage in ("stage1-cross_attention-seed0", "stage2-cross_attention-seed0"):
+        cross = json.loads((tmp_path / "runs" / stage / "model" / "framemem.json").read_text())
+        assert cross["model"]["cross_attention"] is True
     # a given stage-2 checkpoint is scored on the same cases; nothing is trained again
     given = tmp_path / "runs" / "stage2-proposed-seed0" / "model"
     again = consistency_table(dataclasses.replace(QUICK_C, checkpoints=(str(given),)), tmp_path / "runs", tmp_path / "c2")

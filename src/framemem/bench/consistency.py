@@ -19,6 +19,8 @@ Variants (every one gets the same stage-2 steps; stage 1 is shared where it exis
                     resolution beside the memory (paper §4.5; ar.window_frames)
   memory_once       proposed with model.memory_attention = memory_only in both stages (its own
                     stage 1): memory reads only memory, its keys and values once per section
+  cross_attention   proposed with model.cross_attention in both stages (its own stage 1): φ's
+                    features also feed every DiT block by cross-attention (paper §4.5)
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from ..metrics import Continuity, mean_std, psnr, ssim
 from ..models.framemem import section_latent_frames
 
 CASE_SEED_BASE = 1_600_000_000  # never trained on, never held out, not the demo's
-VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window", "sliding_window_memory", "memory_once")
+VARIANTS = ("proposed", "only_lr", "without_pretrain", "sliding_window", "sliding_window_memory", "memory_once",
+            "cross_attention")
 WINDOW_FRAMES = 2  # sliding_window_memory: the same 0.5 s as the sliding_window row, beside the memory
 
 

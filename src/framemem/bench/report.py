@@ -198,7 +198,8 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
 CONSISTENCY_TITLES = {"proposed": "Proposed (pretrained memory)", "only_lr": "Only LR", "without_pretrain": "Without Pretrain",
                       "sliding_window": "Sliding window (same token budget)",
                       "sliding_window_memory": "Proposed + sliding window (0.5 s at full resolution)",
-                      "memory_once": "Proposed, memory read once per section"}
+                      "memory_once": "Proposed, memory read once per section",
+                      "cross_attention": "Proposed + cross-attention enhancement"}
 
 
 def consistency_title(name: str) -> str:

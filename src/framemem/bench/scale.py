@@ -355,7 +355,10 @@ def write_scale_markdown(result: dict, path: Path) -> None:
               "short evaluations as many rounds as fit in 5 s) by the "
               "preset's sampling steps. The train row is one stage-1 step "
               "at batch 1, timed after one untimed step. Peak memory: `torch.cuda.max_memory_allocated` on a GPU, "
-              "peak RSS of the part's own process on a CPU."]
+              "peak RSS of the part's own process on a CPU."
+              + (" Extrapolated peak memory is an upper bound: it repeats the measured layer's activations at every "
+                 "layer, where a section's evaluation frees them block by block (the weights do add up)."
+                 if extrapolated else "")]
     write_text(path, "\n".join(lines) + "\n")
 
 

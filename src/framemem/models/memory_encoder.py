@@ -7,7 +7,8 @@
     tokens = LR + HR, flattened to (B, N, D), with float positions (N, 3).
     features (cross-attention enhancement only): the HR branch's penultimate features
                (after the attention, before the projection), (B, N, F), which every DiT
-               block reads through its own `FeatureKeysValues` (models/memory_attention.py).
+               block reads through its own `FeatureKeysValues` (below) in its text
+               cross-attention (`models/memory_attention.cross_attention`).
 
 Every layer looks only inside its own block of `rate_t · patch_t` latent frames
 (temporal kernels equal their strides; attention is per memory frame), so memory
