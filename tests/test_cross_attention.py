@@ -120,6 +120,9 @@ def test_cross_attention_is_saved_loaded_and_trained_in_stage_2(config, tmp_path
     before, after = stage1.encoder.state_dict(), stage2.encoder.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("feature_attention.") for k in moved)
+    from framemem import FrameMemPipeline
+
+    assert FrameMemPipeline.from_pretrained(tmp_path / "s2" / "model").estimate_seconds(1.0, 2, 3.0) > 0  # times the features too
 
 
 def test_bad_cross_attention_settings_are_one_line(config, tmp_path, capsys):

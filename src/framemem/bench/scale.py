@@ -22,6 +22,8 @@ Latents stand in for the VAE (random, of the preset's latent shape): the VAE is 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -168,9 +170,10 @@ def part_section(config, layers: int, device: str, method: str, seconds: float) 
     framemem_once, the memory's keys and values computed once, timed apart)."""
     import torch
 
-    from ..models.memory_encoder import MemoryTokens
+    from ..models.memory_encoder import stand_in_memory
 
     once = method == "framemem_once"
+    config = copy.deepcopy(config)  # the caller's config stays as it was
     config.model.cross_attention = method == "framemem_cross" and layers > 0
     dit, encoder, codec, dtype = _build(config, layers, device, lora=False,
                                         memory_attention="memory_only" if once else "joint")
@@ -179,11 +182,7 @@ def part_section(config, layers: int, device: str, method: str, seconds: float) 
     h, w = codec.latent_shape(1, mc.height, mc.width)[1:]
     _, ph, pw = dit.patch_size
     n = context_tokens(config, method, seconds)
-    features = None
-    if config.model.cross_attention:  # φ's features of the memory, read by every block
-        features = torch.randn(1, n, encoder.feature_attention[0].to_k.in_features, device=device, dtype=dtype)
-    memory = MemoryTokens(torch.randn(2, n, dit.inner_dim, device=device, dtype=dtype),
-                          torch.rand(n, 3, device=device) * 8, None, features, getattr(encoder, "feature_attention", None))
+    memory = stand_in_memory(encoder, 2, n, device=device, dtype=dtype)  # with φ's features for framemem_cross
     x = torch.randn(2, codec.channels, section, h, w, device=device, dtype=dtype)
     frames = torch.arange(section, device=device).float()[None].expand(2, -1) + 100
     text = torch.zeros(2, config.ar.text_tokens, dit.text_dim, device=device, dtype=dtype)
@@ -195,7 +194,7 @@ def part_section(config, layers: int, device: str, method: str, seconds: float) 
             if once:
                 _sync(device)
                 start = time.perf_counter()
-                cache = dit.memory_keys_values(MemoryTokens(memory.tokens[:1], memory.positions, None))
+                cache = dit.memory_keys_values(dataclasses.replace(memory, tokens=memory.tokens[:1]))
                 _sync(device)
                 once_timings.append(time.perf_counter() - start)
             _sync(device)

@@ -52,6 +52,18 @@ class MemoryTokens:
         return [project(self.features) for project in self.feature_attention]
 
 
+def stand_in_memory(encoder, batch: int, tokens: int, feature_tokens: int | None = None, **like) -> MemoryTokens:
+    """Random memory (batch, tokens, D) for timing a DiT step (not φ's output), with
+    `feature_tokens` (default: all) features (1, ·, F) when `encoder` (φ or FramePack's
+    schedule) has the cross-attention enhancement. `like`: device and dtype."""
+    features = None
+    if getattr(encoder, "has_features", False):
+        features = torch.randn(1, tokens if feature_tokens is None else feature_tokens, encoder.config.widths[-1], **like)
+    return MemoryTokens(torch.randn(batch, tokens, encoder.config.dit_width, **like),
+                        torch.rand(tokens, 3, device=like.get("device")) * 8, None, features,
+                        getattr(encoder, "feature_attention", None))
+
+
 def axis_centres(size: int, rate: int) -> torch.Tensor:
     """Centres of the receptive fields of ceil(size / rate) memory cells along one axis,
     with replicate padding: cell i covers min(j, size-1) for j in [i·rate, (i+1)·rate)."""

@@ -21,7 +21,7 @@ from ..data.video import to_model
 from ..errors import FrameMemError
 from ..flow import make_scheduler, sample
 from ..models.framemem import section_latent_frames, window_blocks
-from ..models.memory_encoder import MemoryTokens
+from ..models.memory_encoder import MemoryTokens, stand_in_memory
 from .base import FrameMemPipelineBase
 from .inputs import as_storyboard, image_frame, video_frames
 from .memory_state import MemoryState, section_low_res
@@ -116,11 +116,7 @@ class FrameMemPipeline(FrameMemPipelineBase):
         memory_tokens = model.token_counts(window, mc.height, mc.width)["memory"]
         window_tokens = math.prod(shape[3:]) // math.prod(model.dit.patch_size[1:])
         tokens = memory_tokens + self.framemem_config.ar.window_frames * window_tokens
-        projections = getattr(model.encoder, "feature_attention", None)  # the cross-attention enhancement
-        features = (None if projections is None else
-                    torch.zeros(1, memory_tokens, projections[0].to_k.in_features, device=device))
-        memory = MemoryTokens(torch.zeros(branches, tokens, model.dit.inner_dim, device=device),
-                              torch.zeros(tokens, 3, device=device), None, features, projections)
+        memory = stand_in_memory(model.encoder, branches, tokens, memory_tokens, device=device)  # the window has no features
         frames = torch.arange(section, device=device).float()[None].expand(branches, -1)
         text = self.encode_prompt(["", ""])[:branches]
         x, t = torch.zeros(shape, device=device), torch.full((branches, 1), 0.5, device=device)
