@@ -34,7 +34,8 @@ METHODS = ("framemem", "full_context")
 def build(method: str):
     import torch
 
-    from framemem.config import get_preset, parse_rate
+    from framemem.config import get_preset
+    from framemem.rates import parse_rate
     from framemem.models.framemem import FrameMem
     from framemem.models.text_encoders import build_text_encoder
 

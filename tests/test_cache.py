@@ -10,7 +10,8 @@ import torch
 from framemem.data.cache import CachedHistories, build_cache, check_cache
 from framemem.cli.main import main
 from framemem.models.codecs import SpaceToDepthCodec
-from framemem.config import get_preset, parse_rate
+from framemem.config import get_preset
+from framemem.rates import parse_rate
 from framemem.errors import FrameMemError
 from framemem.models.memory_encoder import MemoryEncoder
 from framemem.models.framemem import FrameMem

@@ -15,25 +15,7 @@ from pathlib import Path
 
 from .errors import FrameMemError
 from .files import write_json
-
-ALLOWED_RATE_FACTORS = (1, 2, 4, 8)
-
-
-def parse_rate(text: str) -> tuple[int, int, int]:
-    """'4x4x2' -> (h, w, t) = (4, 4, 2); each factor in {1, 2, 4, 8}."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        rate = tuple(int(p) for p in parts)
-    except ValueError:
-        raise FrameMemError(f"rate '{text}' is not of the form HxWxT, e.g. 4x4x2") from None
-    if len(rate) != 3 or any(r not in ALLOWED_RATE_FACTORS for r in rate):
-        raise FrameMemError(f"rate '{text}': need three factors HxWxT, each one of {ALLOWED_RATE_FACTORS}")
-    return rate  # type: ignore[return-value]
-
-
-def format_rate(rate: tuple[int, int, int]) -> str:
-    return "x".join(str(r) for r in rate)
-
+from .rates import ALLOWED_RATE_FACTORS, EMPTY_RATES, Rate, format_rate, rate_list
 
 PREDICTION_TYPES = ("velocity", "x0")
 MEMORY_ATTENTION = ("joint", "memory_only")
@@ -53,7 +35,9 @@ class ModelConfig:
         vae_path: local diffusers folder or hub id for the Wan VAE.
         transformer: kwargs of diffusers' WanTransformer3DModel (random init), or
             ``transformer_path`` to load real weights.
-        rate: memory compression (h, w, t) on top of latent and patchifier.
+        rate: memory compression (h, w, t) on top of latent and patchifier; a tuple of
+            rates gives several memory encoders, each at its own rate (paper §4.5, e.g.
+            4×4×2 plus 2×2×8), their tokens side by side.
         encoder_widths: HR-branch Conv3d channels; the paper uses 64,128,256,512.
         encoder_attention_heads: heads of the attention block at the last width.
         encoder_chunk_blocks: φ encodes this many memory frames at a time (bounded peak
@@ -84,7 +68,7 @@ class ModelConfig:
     vae_path: str | None = None
     transformer: dict = field(default_factory=dict)
     transformer_path: str | None = None
-    rate: tuple[int, int, int] = (4, 4, 2)
+    rate: Rate | tuple[Rate, ...] = (4, 4, 2)
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512)
     encoder_attention_heads: int = 8
     encoder_chunk_blocks: int | None = None
@@ -97,11 +81,27 @@ class ModelConfig:
     def history_frames(self) -> int:
         return int(round(self.fps * self.seconds))
 
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        """One (h, w, t) per memory encoder."""
+        return rate_list(self.rate)
+
+    @property
+    def spatial_rate(self) -> tuple[int, int]:
+        """(h, w) of the finest spatial rate among the encoders: the bicubic reference's factor."""
+        return min(((h, w) for h, w, _ in self.rates), key=lambda hw: hw[0] * hw[1])
+
     def validate(self) -> None:
         if self.codec not in ("space_to_depth", "wan_vae"):
             raise FrameMemError(f"unknown codec '{self.codec}' (space_to_depth or wan_vae)")
-        if any(r not in ALLOWED_RATE_FACTORS for r in self.rate) or len(self.rate) != 3:
-            raise FrameMemError(f"rate {self.rate}: each factor must be one of {ALLOWED_RATE_FACTORS}")
+        if not self.rates:
+            raise FrameMemError(f"rate: {EMPTY_RATES}")
+        for rate in self.rates:
+            if len(rate) != 3 or any(r not in ALLOWED_RATE_FACTORS for r in rate):
+                raise FrameMemError(f"rate {list(rate)}: need three factors h, w, t, each one of {ALLOWED_RATE_FACTORS}")
+        if len(self.rates) > 1 and self.cross_attention:
+            raise FrameMemError(f"rate {format_rate(self.rate)}: several memory encoders do not combine with "
+                                "model.cross_attention (each would bring its own features)")
         if self.fps <= 0 or self.seconds <= 0:
             raise FrameMemError("fps and seconds must be positive")
         if self.codec == "wan_vae" and not self.vae_path:
@@ -272,7 +272,8 @@ class FrameMemConfig:
     def from_dict(cls, data: dict) -> "FrameMemConfig":
         try:
             model = {k: v for k, v in data["model"].items() if k not in RETIRED_MODEL_FIELDS}
-            model["rate"] = tuple(model["rate"])
+            rates = rate_list(model["rate"])
+            model["rate"] = rates[0] if len(rates) == 1 else rates  # () fails validate with a one-line error
             model["encoder_widths"] = tuple(model["encoder_widths"])
             config = cls(preset=data["preset"], model=ModelConfig(**model), train=TrainConfig(**data["train"]),
                          ar=ARConfig(**data.get("ar", {})), stage=data.get("stage", 1))

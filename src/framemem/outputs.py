@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .config import format_rate
+from .rates import format_rate
 from .files import save_image, write_json
 from .metrics import psnr
 from .data.video import load_frames, to_uint8, write_video

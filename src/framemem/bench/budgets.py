@@ -18,13 +18,15 @@ EXTENSIONS = {
     "memory_once": ("proposed", {"memory_attention": "memory_only"}),  # keys and values once per section
     "x0_prediction": ("proposed", {"prediction_type": "x0"}),  # the DiT predicts the clean sample (Li & He 2025)
     "cross_attention": ("proposed", {"cross_attention": True}),  # φ's features into every block (paper §4.5)
+    "multi_encoder": ("proposed", {}),  # two memory encoders, its rate says which (paper §4.5, Fig. 10)
 }
 SPECS = [*PAPER_TABLE1, ("framepack", "schedule"), ("memory_once", "4x4x2"), ("x0_prediction", "4x4x2"),
-         ("cross_attention", "4x4x2")]
+         ("cross_attention", "4x4x2"), ("multi_encoder", "4x4x2+2x2x8")]
 TITLES = {"large_patchifier": "Large Patchifier", "only_lr": "Only LR", "without_lr": "Without LR",
           "proposed": "Proposed", "framepack": "FramePack schedule",
           "memory_once": "Proposed, memory read once per section", "x0_prediction": "Proposed, x0-prediction",
-          "cross_attention": "Proposed + cross-attention enhancement"}
+          "cross_attention": "Proposed + cross-attention enhancement",
+          "multi_encoder": "Proposed, two memory encoders"}
 
 
 def apply_extension(config, variant: str) -> str:

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import FrameMemConfig, get_preset, parse_rate
+from ..config import FrameMemConfig, get_preset
+from ..rates import parse_rate
 from ..files import write_json
 from ..metrics import Continuity, mean_std, psnr, ssim
 from ..models.framemem import section_latent_frames

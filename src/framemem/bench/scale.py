@@ -160,8 +160,7 @@ def context_tokens(config, method: str, seconds: float) -> int:
     t, h, w = codec.latent_shape(int(round(seconds * mc.fps)), mc.height, mc.width)
     grid = (t, h // ph, w // pw)
     if method.startswith("framemem"):
-        rh, rw, rt = mc.rate
-        return math.prod(memory_grid(grid, (rt, rh, rw)))
+        return sum(math.prod(memory_grid(grid, (rt, rh, rw))) for rh, rw, rt in mc.rates)
     return framepack_tokens(grid) if method == "framepack" else math.prod(grid)
 
 

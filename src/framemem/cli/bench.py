@@ -32,10 +32,10 @@ def cmd_bench_retrieval(args) -> None:
     budget = dataclasses.replace(QUICK if args.quick else Budget())
     if args.steps:
         budget.steps = args.steps
-    if args.only:
-        known = sorted({v for v, _ in budget.specs})
+    if args.only:  # a variant (all its rates) or one row, VARIANT:RATE
+        known = sorted({v for v, _ in budget.specs} | {f"{v}:{r}" for v, r in budget.specs})
         _check_only(args.only, known)
-        budget.specs = [spec for spec in budget.specs if spec[0] in args.only]
+        budget.specs = [spec for spec in budget.specs if spec[0] in args.only or f"{spec[0]}:{spec[1]}" in args.only]
     if bool(args.lpips_backbone) != bool(args.lpips_linear):
         raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
     budget.lpips_backbone, budget.lpips_linear = args.lpips_backbone, args.lpips_linear

@@ -21,10 +21,11 @@ DEFAULT_AR_CHECKPOINT = Path(pretrained("tiny-ar"))
 
 
 def _preset_with_overrides(args, stage: int = 1):
-    from ..config import get_preset, parse_rate
+    from ..config import get_preset
+    from ..rates import parse_rate
 
     config = get_preset(args.preset)
-    if getattr(args, "rate", None):
+    if getattr(args, "rate", None) is not None:
         config.model.rate = parse_rate(args.rate)
     if getattr(args, "model_path", None):  # the DiT (a base DiT for tiny), and Wan's VAE with it
         config.model.transformer_path = args.model_path
@@ -155,7 +156,8 @@ def cmd_app(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from ..config import format_rate, get_preset
+    from ..config import get_preset
+    from ..rates import format_rate
 
     config = get_preset(args.preset)
     m = config.model
@@ -164,7 +166,8 @@ def cmd_info(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from ..config import get_preset, parse_rate
+    from ..config import get_preset
+    from ..rates import parse_rate
     from ..plan import PAPER_RATES, format_plan, parse_resolution, plan
 
     config = get_preset(args.model)
@@ -293,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "an interrupted benchmark resumes)")
         q.add_argument("--out", help=f"output prefix (default results/{'table1' if what == 'retrieval' else what}): "
                                      "OUT.md, OUT.json, PNGs")
-        q.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows; rows of an earlier OUT.json "
+        q.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows (retrieval: VARIANT or VARIANT:RATE, e.g. proposed:4x4x2); rows of an earlier OUT.json "
                        "with the same budget are kept beside them")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]

@@ -83,6 +83,13 @@ def _done(out: Path) -> dict[str, dict]:
     return records
 
 
+def check_one_encoder(config: FrameMemConfig) -> None:
+    """A cache holds one φ's low-resolution input: several memory encoders train from videos."""
+    if len(config.model.rates) > 1:
+        raise FrameMemError("a cache holds the low-resolution input of one memory encoder; train several "
+                            "(a rate such as 4x4x2+2x2x8) from videos, without --cache")
+
+
 def check_cache(path: str | Path, config: FrameMemConfig) -> dict:
     """The manifest of a finished cache, after checking it was written for `config`."""
     path = Path(path)
@@ -117,6 +124,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     files = sorted({p.resolve() for s in sources for p in list_videos(s)})
     if not files:
         raise FrameMemError(f"{', '.join(map(str, sources))}: no video files found")
+    check_one_encoder(config)
     key = cache_key(config)
     header = out / "key.json"
     if header.is_file() and json.loads(header.read_text())["key"] != key:
@@ -219,6 +227,7 @@ class CachedHistories:
     """
 
     def __init__(self, path: str | Path, config: FrameMemConfig, block_frames: int):
+        check_one_encoder(config)
         self.path = Path(path)
         self.manifest = check_cache(self.path, config)
         self.videos = self.manifest["videos"]

@@ -27,11 +27,13 @@ from safetensors import safe_open
 from .memory_dit import MemoryDiT, build_transformer, grid_positions
 from .codecs import LatentCodec, build_codec, check_divisible
 from ..config import FrameMemConfig
+from ..rates import format_rate
 from ..errors import FrameMemError
 from ..files import default_permissions, remove_stale_temporaries, temporary_name
 from .framepack import FramePackEncoder
 from .memory_encoder import VARIANTS as ENCODER_VARIANTS
 from .memory_encoder import MemoryEncoder, MemoryTokens
+from .multi_encoder import MultiMemoryEncoder
 from .text_encoders import HashedTextEncoder
 
 VARIANTS = ENCODER_VARIANTS + ("framepack",)
@@ -321,14 +323,22 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
     if cross and (variant == "framepack" or not dit_layers):
         raise FrameMemError("model.cross_attention needs φ's features and the DiT's depth "
                             + ("(the FramePack schedule has no φ)" if variant == "framepack" else "(dit_layers)"))
+    rates = model_config.rates
+    if len(rates) > 1 and (variant == "framepack" or cross):
+        raise FrameMemError(f"several memory encoders ({format_rate(rates)}) do not combine with "
+                            + ("the FramePack schedule" if variant == "framepack" else "model.cross_attention"))
     if variant == "framepack":
         encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch))
+    elif len(rates) > 1:
+        encoder = MultiMemoryEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch),
+                                     rate=rates, widths=tuple(model_config.encoder_widths),
+                                     attention_heads=model_config.encoder_attention_heads, variant=variant)
     else:
         encoder = MemoryEncoder(
             latent_channels=latent_channels,
             dit_width=dit_width,
             patch_size=tuple(patch),
-            rate=tuple(model_config.rate),
+            rate=rates[0],
             widths=tuple(model_config.encoder_widths),
             attention_heads=model_config.encoder_attention_heads,
             variant=variant,
@@ -344,6 +354,8 @@ def load_memory_encoder(folder: Path) -> MemoryEncoder | FramePackEncoder:
     (only_lr) is built from its config alone."""
     config = MemoryEncoder.load_config(folder)
     cls = FramePackEncoder if config.get("variant") == "framepack" else MemoryEncoder
+    if config.get("_class_name") == MultiMemoryEncoder.__name__:
+        cls = MultiMemoryEncoder
     encoder = cls.from_config(config)
     if any(True for _ in encoder.parameters()):
         encoder = cls.from_pretrained(folder, torch_dtype=torch.float32)

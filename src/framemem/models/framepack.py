@@ -91,6 +91,9 @@ class FramePackEncoder(Placement, ModelMixin, ConfigMixin):
     def low_res_latents(self, video: torch.Tensor, codec: LatentCodec, latent_shape) -> None:
         return None  # no low-resolution branch
 
+    def low_res_span(self, low_res: None, start: int, stop: int | None = None) -> None:
+        return None
+
     def encode_latents(self, latents: torch.Tensor, low_res: None, patch_embedding: nn.Conv3d,
                        chunk_blocks: int | None = None) -> MemoryTokens:
         """latents (B, C, T', H', W') -> tokens (B, N, D), positions (N, 3). Each segment

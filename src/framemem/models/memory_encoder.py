@@ -218,6 +218,8 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
             self.feature_attention = nn.ModuleList(
                 FeatureKeysValues(widths[-1], dit_width) for _ in range(cross_attention_layers))
 
+    local_in_time = True  # the memory of a video is the memory of its blocks (appendable)
+
     @property
     def has_features(self) -> bool:
         """Whether φ returns features for the DiT's cross-attention (`cross_attention_layers`)."""
@@ -292,6 +294,14 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
             video = torch.cat([video[:, :, :head].mean(dim=2, keepdim=True), rest], dim=2)
         size = (codec.pixel_frames(grid[0] * self.patch[0]), h_pix // rh, w_pix // rw)
         return codec.encode(F.interpolate(video, size=size, mode="area"))
+
+    def low_res_span(self, low_res: torch.Tensor | None, start: int, stop: int | None = None) -> torch.Tensor | None:
+        """The part of `low_res_latents` that belongs to latent frames [start, stop) (whole
+        blocks; negative values count from the end, as in slicing; None: to the end)."""
+        if low_res is None:
+            return None
+        lr = lambda frames: None if frames is None else frames // self.block_frames * self.patch[0]  # noqa: E731
+        return low_res[:, :, lr(start) : lr(stop)]
 
     def encode_latents(
         self, latents: torch.Tensor, low_res: torch.Tensor | None, patch_embedding: nn.Conv3d,

@@ -39,7 +39,7 @@ class MemoryState:
     """
 
     def __init__(self, model, max_blocks: int | None = None):
-        if not hasattr(model.encoder, "rate_thw"):
+        if not getattr(model.encoder, "local_in_time", False):
             raise FrameMemError("generation needs a memory encoder that is local in time (not the FramePack schedule)")
         self.model, self.max_blocks = model, max_blocks
         # per block: tokens (1, n, D), positions (n, 3), φ's features (1, n, F) or None
@@ -56,7 +56,7 @@ class MemoryState:
             raise FrameMemError(f"append {latents.shape[2]} latent frames: need whole blocks of {encoder.block_frames}")
         memory = encoder.encode_latents(latents, low_res, self.model.dit.patch_embedding,
                                         self.model.config.model.encoder_chunk_blocks)
-        tm = memory.grid[0]
+        tm = latents.shape[2] // encoder.block_frames  # whole blocks: φ lays its tokens out block by block
         tokens = memory.tokens.unflatten(1, (tm, -1))
         positions = memory.positions.unflatten(0, (tm, -1)).clone()
         positions[..., 0] += self.latent_frames / encoder.patch[0]
@@ -109,7 +109,8 @@ class MemoryState:
     def _identity(self) -> dict:
         """What a loaded state must agree on with the model that reads it."""
         config = self.model.encoder.config
-        return {"preset": self.model.config.preset, "rate": list(config.rate), "variant": config.variant,
+        rate = json.loads(json.dumps(list(config.rate)))  # [h, w, t], or one such list per encoder
+        return {"preset": self.model.config.preset, "rate": rate, "variant": config.variant,
                 "dit_width": int(config.dit_width), "latent_channels": int(config.latent_channels),
                 "window_frames": int(self.model.config.ar.window_frames),
                 "cross_attention": bool(getattr(self.model.encoder, "has_features", False))}
@@ -180,4 +181,4 @@ def section_low_res(model, state: MemoryState, section_pixels: torch.Tensor, sec
         return encoder.low_res_latents(section_pixels, codec, shape)
     video = section_pixels if state.pixels is None else torch.cat([state.pixels, section_pixels], dim=2)
     low_res = encoder.low_res_latents(video, codec, codec.latent_shape(video.shape[2], *video.shape[3:]))
-    return None if low_res is None else low_res[:, :, -(section // encoder.rate_thw[0] * encoder.patch[0]):]
+    return encoder.low_res_span(low_res, -section)

@@ -149,7 +149,7 @@ class FrameMemRetrievalPipeline(FrameMemPipelineBase):
         self.maybe_free_model_hooks()
         retrieved = model.codec.decode_frames(x0, indices).clamp(-1, 1)[0].transpose(0, 1).cpu()  # (K, 3, H, W)
         truth = pixels[0, :, indices].transpose(0, 1).cpu()
-        rh, rw, _ = mc.rate
+        rh, rw = mc.spatial_rate
         bicubic = bicubic_reference(truth, rh, rw)
 
         ones = torch.ones(omega.shape, device=device)

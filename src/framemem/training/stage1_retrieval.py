@@ -73,7 +73,7 @@ def memory_diagnostics(model, videos: list[torch.Tensor], frames_per_video: int 
     """
     generator = torch.Generator().manual_seed(seed)
     encoded = [model.encode_history(v) for v in videos]
-    rh, rw, _ = model.config.model.rate
+    rh, rw = model.config.model.spatial_rate
     psnrs, true_losses, swapped_losses, mean_psnrs, bicubic_psnrs = [], [], [], [], []
     for i, (video, (latents, memory)) in enumerate(zip(videos, encoded)):
         t_lat = latents.shape[2]

@@ -67,9 +67,7 @@ def split_memory(model, latents: torch.Tensor, low_res: torch.Tensor | None, his
     """φ of the first `history` latent frames of a clip's (latents, low_res)."""
     if history == 0:
         return None
-    lr = None
-    if low_res is not None:
-        lr = low_res[:, :, : history // model.encoder.block_frames * model.encoder.patch[0]]
+    lr = model.encoder.low_res_span(low_res, 0, history)
     return model.encoder.encode_latents(latents[:, :, :history], lr, model.dit.patch_embedding,
                                         model.config.model.encoder_chunk_blocks)
 
