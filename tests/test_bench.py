@@ -187,3 +187,15 @@ def test_a_finished_run_frees_its_training_data(tmp_path):
         assert not [o for o in gc.get_objects() if type(o) is HistorySampler]  # type(): no attribute look-ups on torch proxies
     finally:
         gc.enable()
+
+
+def test_bench_only_takes_one_row_of_a_variant(monkeypatch, tmp_path):
+    import framemem.bench.retrieval_table as table
+    from framemem.cli.main import main
+
+    chosen = []
+    monkeypatch.setattr(table, "retrieval_table", lambda budget, runs, out: chosen.append(budget.specs) or {"records": []})
+    assert main(["bench", "retrieval", "--quick", "--only", "proposed:2x2x4", "multi_encoder",
+                 "--out", str(tmp_path / "t")]) == 0
+    assert chosen == [[("proposed", "2x2x4"), ("multi_encoder", "4x4x2+2x2x8")]]
+    assert main(["bench", "retrieval", "--quick", "--only", "proposed:3x3x3"]) == 2

@@ -16,10 +16,11 @@ def _run_bench(args, budget, table, default_name: str) -> dict:
     return result
 
 
-def _check_only(names, known) -> None:
-    unknown = [n for n in names if n not in known]
+def _check_only(names, known, also=(), hint: str = "") -> None:
+    """Every name must be one of `known` (listed in the error) or of `also`."""
+    unknown = [n for n in names if n not in known and n not in also]
     if unknown:
-        raise FrameMemError(f"--only {unknown[0]}: not a row of this benchmark ({', '.join(known)})")
+        raise FrameMemError(f"--only {unknown[0]}: not a row of this benchmark ({', '.join(known)}{hint})")
 
 
 def cmd_bench_retrieval(args) -> None:
@@ -33,8 +34,8 @@ def cmd_bench_retrieval(args) -> None:
     if args.steps:
         budget.steps = args.steps
     if args.only:  # a variant (all its rates) or one row, VARIANT:RATE
-        known = sorted({v for v, _ in budget.specs} | {f"{v}:{r}" for v, r in budget.specs})
-        _check_only(args.only, known)
+        _check_only(args.only, sorted({v for v, _ in budget.specs}), {f"{v}:{r}" for v, r in budget.specs},
+                    "; or one row of a variant, VARIANT:RATE")
         budget.specs = [spec for spec in budget.specs if spec[0] in args.only or f"{spec[0]}:{spec[1]}" in args.only]
     if bool(args.lpips_backbone) != bool(args.lpips_linear):
         raise FrameMemError("LPIPS needs both --lpips-backbone and --lpips-linear")
