@@ -109,7 +109,6 @@ def test_two_encoders_train_save_and_load(config, tmp_path):
     (["--rate", "4x4x2+3x3x3"], "need three factors HxWxT"),
     (["--rate", RATES, "--set", "model.cross_attention=true"], "several memory encoders do not combine"),
     (["--rate", RATES, "--variant", "framepack"], "do not combine with the FramePack schedule"),
-    (["--rate", RATES, "--cache", "nowhere"], "a cache holds the low-resolution input of one memory encoder"),
 ])
 def test_bad_encoder_lists_are_one_line(tmp_path, capsys, args, message):
     code = main(["pretrain", "--out", str(tmp_path / "run"), "--steps", "1", *args])
@@ -122,3 +121,34 @@ def test_an_empty_list_in_a_config_file_is_one_line(config):
     data["model"]["rate"] = []
     with pytest.raises(FrameMemError, match="an empty list of memory encoders"):
         type(config).from_dict(data)
+
+
+def test_a_cache_holds_every_encoders_low_res_input_and_trains_both_stages(config, tmp_path, procedural_mp4):
+    import numpy as np
+
+    from framemem.data.cache import CachedHistories, build_cache
+    from framemem.data.video import load_frames, to_model
+    from framemem.training.stage2_autoregressive import finetune
+    from framemem.training.trainer import pretrain
+
+    for i, seconds in enumerate((5.0, 6.0)):
+        procedural_mp4(seconds, name=f"v{i}.mp4", seed=i, size=32)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        (tmp_path / f"v{i}.mp4").rename(videos / f"v{i}.mp4")
+    config.model.rate = parse_rate(RATES)
+    manifest = build_cache(config, videos, tmp_path / "cache")
+    model = FrameMem.build(config)
+    histories = CachedHistories(tmp_path / "cache", config, model.encoder.block_frames)
+    record = next(v for v in manifest["videos"] if v["source"].endswith("v1.mp4"))
+    pixels = to_model(load_frames(record["source"], 4.0, 32, 32)[None])[:, :, 8:16]
+    latents, low_res = model.history_latents(pixels)
+    got_latents, got_low_res = histories._read(record, 8, 8)
+    assert len(got_low_res) == 2 and torch.allclose(got_latents, latents[0], atol=1e-6)
+    assert all(torch.allclose(a, b[0], atol=1e-6) for a, b in zip(got_low_res, low_res))
+    batch = histories.batch(np.random.default_rng(0), 2, 16)
+    assert [x.shape[0] for x in batch[1]] == [2, 2] and batch[1][1].shape[2] == 2  # 2x2x8: one LR frame per 8
+    config.train.steps = 1
+    pretrain(config, tmp_path / "run", cache=tmp_path / "cache")
+    assert finetune(config, tmp_path / "run" / "model", tmp_path / "ar", cache=tmp_path / "cache").step == 1

@@ -8,7 +8,8 @@ in the manifest; with a frozen text encoder (Wan's umT5) their embeddings are ca
 
 Layout:
     CACHE/manifest.json          preset, the numbers the latents depend on, buckets, videos
-    CACHE/shards/*.safetensors   "{id}/latents" (C, T', H', W'), "{id}/low_res" (C, T'', h, w),
+    CACHE/shards/*.safetensors   "{id}/latents" (C, T', H', W'), "{id}/low_res" (C, T'', h, w)
+                                 (several memory encoders: "{id}/low_res.1", ... for the next rates),
                                  "{id}/text" (L', D) bf16 without padding (umT5 presets)
     CACHE/null_text.safetensors  the empty prompt's embedding (classifier-free guidance)
     CACHE/progress/rank-R.jsonl  one line per finished (or skipped) video: resumable
@@ -47,7 +48,7 @@ def cache_key(config: FrameMemConfig) -> dict:
     mc = config.model
     return {"codec": mc.codec, "codec_factor": mc.codec_factor, "codec_temporal_factor": mc.codec_temporal_factor,
             "codec_channels": mc.codec_channels, "codec_scale": mc.codec_scale,
-            "fps": mc.fps, "height": mc.height, "width": mc.width, "rate": list(mc.rate),
+            "fps": mc.fps, "height": mc.height, "width": mc.width, "rate": json.loads(json.dumps(mc.rate)),
             "patch_size": list(mc.transformer.get("patch_size", (1, 2, 2))),
             "text_encoder": config.ar.text_encoder if config.ar.text_encoder == "umt5" else None}
 
@@ -83,11 +84,30 @@ def _done(out: Path) -> dict[str, dict]:
     return records
 
 
-def check_one_encoder(config: FrameMemConfig) -> None:
-    """A cache holds one φ's low-resolution input: several memory encoders train from videos."""
-    if len(config.model.rates) > 1:
-        raise FrameMemError("a cache holds the low-resolution input of one memory encoder; train several "
-                            "(a rate such as 4x4x2+2x2x8) from videos, without --cache")
+def lr_geometry(config: FrameMemConfig, channels: int):
+    """φ's geometry for the LR inputs (an `only_lr` φ: no weights), one per memory encoder."""
+    from ..models.framemem import build_memory_encoder
+
+    return build_memory_encoder(config.model, channels, 1, config.model.transformer.get("patch_size", (1, 2, 2)),
+                                "only_lr")
+
+
+def as_parts(low_res) -> tuple:
+    """One φ's LR input (a tensor) or several encoders' (a tuple), as a tuple."""
+    return low_res if isinstance(low_res, tuple) else (low_res,)
+
+
+def to_device(batch, device):
+    """Pixels (a tensor) or a cached history (latents, low_res), low_res a tensor, a tuple of
+    them (several memory encoders) or None, moved to `device`."""
+    if batch is None or torch.is_tensor(batch):
+        return None if batch is None else batch.to(device)
+    return tuple(to_device(part, device) for part in batch)
+
+
+def low_res_names(vid: str, count: int) -> list[str]:
+    """Keys of a video's LR inputs: `low_res`, then `low_res.1`, ... for more memory encoders."""
+    return [f"{vid}/low_res" + (f".{i}" if i else "") for i in range(count)]
 
 
 def check_cache(path: str | Path, config: FrameMemConfig) -> dict:
@@ -114,7 +134,6 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     from accelerate.utils import gather_object
 
     from ..models.codecs import build_codec
-    from ..models.memory_encoder import MemoryEncoder
     from .video import MIN_VIDEO_SECONDS, caption_of, center_crop, list_videos, read_video, video_size
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -124,7 +143,6 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
     files = sorted({p.resolve() for s in sources for p in list_videos(s)})
     if not files:
         raise FrameMemError(f"{', '.join(map(str, sources))}: no video files found")
-    check_one_encoder(config)
     key = cache_key(config)
     header = out / "key.json"
     if header.is_file() and json.loads(header.read_text())["key"] != key:
@@ -141,8 +159,7 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
 
     mc = config.model
     codec = build_codec(mc).to(accelerator.device)
-    geometry = MemoryEncoder(latent_channels=codec.channels, dit_width=1, patch_size=tuple(key["patch_size"]),
-                             rate=tuple(mc.rate), variant="only_lr")  # no weights: φ's geometry only
+    geometry = lr_geometry(config, codec.channels)
     text_encoder = None  # a frozen encoder's caption embeddings are cached; a trained one's cannot be
     if key["text_encoder"]:
         from ..models.text_encoders import build_text_encoder
@@ -190,7 +207,8 @@ def build_cache(config: FrameMemConfig, source, out: str | Path, max_seconds: fl
             low_res = geometry.low_res_latents(video, codec, tuple(latents.shape[2:]))
         vid = video_id(path)
         tensors[f"{vid}/latents"] = latents[0].cpu().contiguous()
-        tensors[f"{vid}/low_res"] = low_res[0].cpu().contiguous()
+        for name, part in zip(low_res_names(vid, len(as_parts(low_res))), as_parts(low_res)):
+            tensors[name] = part[0].cpu().contiguous()
         caption = caption_of(path)
         if text_encoder is not None:
             with torch.no_grad():
@@ -227,14 +245,15 @@ class CachedHistories:
     """
 
     def __init__(self, path: str | Path, config: FrameMemConfig, block_frames: int):
-        check_one_encoder(config)
         self.path = Path(path)
         self.manifest = check_cache(self.path, config)
         self.videos = self.manifest["videos"]
         if not self.videos:
             raise FrameMemError(f"{self.path}: cache holds no usable video")
         self.block = block_frames
-        self.rate_t = config.model.rate[2]
+        geometry = lr_geometry(config, config.model.codec_channels)
+        self.encoders = list(getattr(geometry, "encoders", [geometry]))  # one per LR input
+        self.several = len(self.encoders) > 1
         self.text_tokens = config.ar.text_tokens
         self.null_text = None
         if self.manifest["key"].get("text_encoder"):
@@ -260,9 +279,10 @@ class CachedHistories:
     def _read(self, video: dict, start: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         with safe_open(str(self.path / "shards" / video["shard"]), framework="pt") as f:
             latents = f.get_slice(f"{video['id']}/latents")[:, start : start + frames]
-            lr_start, lr_frames = start // self.rate_t, -(-frames // self.block) * (self.block // self.rate_t)
-            low_res = f.get_slice(f"{video['id']}/low_res")[:, lr_start : lr_start + lr_frames]
-        return latents, low_res
+            stop = start + -(-frames // self.block) * self.block  # a short video's window is padded to a block
+            low_res = tuple(f.get_slice(name)[:, encoder.low_res_index(start) : encoder.low_res_index(stop)]
+                            for name, encoder in zip(low_res_names(video["id"], len(self.encoders)), self.encoders))
+        return latents, low_res if self.several else low_res[0]
 
     def batch(self, rng: np.random.Generator, size: int, latent_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, C, T', H', W') and low_res (B, C, T'', h, w) of one bucket."""
@@ -286,4 +306,6 @@ class CachedHistories:
             captions.append(video.get("caption") or "")
             texts.append(self.text(video))
         text = torch.stack(texts) if self.null_text is not None else None
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), captions, text
+        low_res = [p[1] for p in pairs]
+        low_res = tuple(map(torch.stack, zip(*low_res))) if self.several else torch.stack(low_res)
+        return torch.stack([p[0] for p in pairs]), low_res, captions, text

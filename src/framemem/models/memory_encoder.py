@@ -300,8 +300,11 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
         blocks; negative values count from the end, as in slicing; None: to the end)."""
         if low_res is None:
             return None
-        lr = lambda frames: None if frames is None else frames // self.block_frames * self.patch[0]  # noqa: E731
-        return low_res[:, :, lr(start) : lr(stop)]
+        return low_res[:, :, self.low_res_index(start) : self.low_res_index(stop)]
+
+    def low_res_index(self, latent_frame: int | None) -> int | None:
+        """Where latent frame `latent_frame` (a block boundary) starts in the LR input."""
+        return None if latent_frame is None else latent_frame // self.block_frames * self.patch[0]
 
     def encode_latents(
         self, latents: torch.Tensor, low_res: torch.Tensor | None, patch_embedding: nn.Conv3d,

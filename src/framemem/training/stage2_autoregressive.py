@@ -20,6 +20,7 @@ from ..models.framemem import section_latent_frames, window_blocks
 from ..models.memory_encoder import MemoryTokens
 from ..pipelines.memory_state import DECODE_PAST
 from ..data.video import to_model
+from ..data.cache import to_device
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ARBatch:
     null_text: torch.Tensor | None = None
 
     def to(self, device) -> "ARBatch":
-        clips = self.clips.to(device) if torch.is_tensor(self.clips) else tuple(c.to(device) for c in self.clips)
+        clips = to_device(self.clips, device)
         text, null = (None, None) if self.text is None else (self.text.to(device), self.null_text.to(device))
         return ARBatch(clips, self.prompts, self.history, text, null)
 

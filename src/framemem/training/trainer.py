@@ -28,6 +28,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..config import FrameMemConfig
+from ..data.cache import to_device
 from ..errors import FrameMemError
 from ..files import default_permissions, read_jsonl, write_text
 from ..models.framemem import FrameMem
@@ -364,7 +365,7 @@ def pretrain(
 
     def objective(m, history, generator):
         device = next(m.parameters()).device
-        history = history.to(device) if torch.is_tensor(history) else tuple(h.to(device) for h in history)
+        history = to_device(history, device)
         return retrieval_loss(m, history, tc, generator)
 
     def evaluate(m):
