@@ -184,7 +184,9 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
         for (v, r, _), folder in rows
     ]
     w, h = Image.open(truths[0]).size
-    cw, ch, left = w * scale, h * scale, 150
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    cw, ch = w * scale, h * scale
+    left = max(150, 12 + max(int(draw.textlength(name)) for name, _ in cells))  # the longest label fits
     canvas = Image.new("RGB", (left + len(truths) * (cw + 4), len(cells) * (ch + 4)), "white")
     draw = ImageDraw.Draw(canvas)
     for row, (name, files) in enumerate(cells):
