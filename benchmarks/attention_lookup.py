@@ -25,7 +25,7 @@ from diffusers.models.transformers import transformer_wan
 from framemem.data.histories import to_model
 from framemem.bench.evaluation import unseen_videos
 from framemem.files import write_json, write_text
-from framemem.outputs import load_model
+from framemem.models.framemem import FrameMem
 from framemem.training.stage1_retrieval import gather_frames
 
 TARGETS_PER_VIDEO = 6
@@ -101,7 +101,7 @@ def main() -> None:
         label, _, folder = item.rpartition("=")
         if not label or not Path(folder, "framemem.json").is_file():
             raise SystemExit(f"error: {item}: expected LABEL=MODEL_DIR with a framemem model folder")
-        model = load_model(folder).eval()
+        model = FrameMem.from_pretrained(folder).eval()
         mc = model.config.model
         kinds: dict[str, list] = {}
         for kind, frames in unseen_videos(mc).values():

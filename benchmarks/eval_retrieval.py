@@ -25,17 +25,18 @@ from framemem.metrics import psnr, ssim
 from framemem.rates import format_rate
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.outputs import load_model
+from framemem.outputs import load_retrieval
 
 
 def evaluate(checkpoint, count: int, times_per_video: int, out: Path, steps: int | None, real: bool = True) -> dict:
-    model = load_model(checkpoint)
-    videos = unseen_videos(model.config.model, count, real)
-    result = evaluate_retrieval(model, videos, times_per_video, out, steps)
-    add_lr_held(result, videos, model.config.model)
+    pipe = load_retrieval(checkpoint)
+    config = pipe.framemem_config
+    videos = unseen_videos(config.model, count, real)
+    result = evaluate_retrieval(pipe, videos, times_per_video, out, steps)
+    add_lr_held(result, videos, config.model)
     shown = "shipped tiny (src/framemem/assets/tiny)" if Path(checkpoint) == DEFAULT_CHECKPOINT else str(checkpoint)
-    return {"checkpoint": shown, "rate": format_rate(model.config.model.rate),
-            "steps": steps or model.config.train.sample_steps, **result}
+    return {"checkpoint": shown, "rate": format_rate(config.model.rate),
+            "steps": steps or config.train.sample_steps, **result}
 
 
 def add_lr_held(result: dict, videos: dict, mc) -> None:

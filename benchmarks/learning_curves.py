@@ -27,7 +27,7 @@ from framemem.bench.retrieval_table import run_config, train_run
 from framemem.config import get_preset
 from framemem.bench.evaluation import evaluate_retrieval, unseen_videos
 from framemem.files import write_json, write_text
-from framemem.outputs import load_model
+from framemem.outputs import load_retrieval
 from framemem.metrics import mean_std
 from framemem.plots import plot_curves, read_log
 
@@ -148,8 +148,8 @@ def main() -> None:
         print(f"no sampled evaluation: {', '.join(past)} trained past {args.minutes:g} minutes (their models are later ones)")
     if not args.no_final_eval and not past:
         for (v, s), log in logs.items():
-            model = load_model(log.parent / "model")
-            result = evaluate_retrieval(model, unseen_videos(model.config.model, 2), 4, Path(args.runs) / "eval" / f"{log.parent.name}-{budget}")
+            pipe = load_retrieval(log.parent / "model")
+            result = evaluate_retrieval(pipe, unseen_videos(pipe.framemem_config.model, 2), 4, Path(args.runs) / "eval" / f"{log.parent.name}-{budget}")
             final[f"{v}-{s}"] = {"summary": result["summary"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves({f"{v} seed {s}": path for (v, s), path in logs.items()}, out.with_suffix(".png"))
