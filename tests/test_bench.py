@@ -199,3 +199,17 @@ def test_bench_only_takes_one_row_of_a_variant(monkeypatch, tmp_path):
                  "--out", str(tmp_path / "t")]) == 0
     assert chosen == [[("proposed", "2x2x4"), ("multi_encoder", "4x4x2+2x2x8")]]
     assert main(["bench", "retrieval", "--quick", "--only", "proposed:3x3x3"]) == 2
+
+
+def test_bench_consistency_only_a_checkpoint_runs_its_row_alone(monkeypatch, tmp_path):
+    import framemem.bench.consistency as consistency
+    from framemem.cli.main import main
+    from framemem.hub import pretrained
+
+    chosen = []
+    monkeypatch.setattr(consistency, "consistency_table",
+                        lambda budget, runs, out: chosen.append((budget.variants, budget.checkpoints)) or {"records": []})
+    shipped = str(pretrained("tiny-ar"))
+    assert main(["bench", "consistency", "--quick", "--checkpoint", shipped, "--only", shipped + "/",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert chosen == [((), (shipped,))]

@@ -56,9 +56,10 @@ def cmd_bench_consistency(args) -> None:
 
     budget = dataclasses.replace(QUICK if args.quick else ConsistencyBudget())
     budget.checkpoints = tuple(str(Path(c)) for c in args.checkpoint or ())
-    if args.only:
-        _check_only(args.only, budget.variants)
-        budget.variants = tuple(v for v in budget.variants if v in args.only)
+    if args.only:  # variants, or a --checkpoint's path for its row alone
+        only = [o if o in budget.variants else str(Path(o)) for o in args.only]
+        _check_only(only, budget.variants, budget.checkpoints, "; or a path given to --checkpoint")
+        budget.variants = tuple(v for v in budget.variants if v in only)
     for c in budget.checkpoints:  # fail before hours of training, not after
         mc, tiny = load_generation(c).framemem_config.model, get_preset("tiny").model
         if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):

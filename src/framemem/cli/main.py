@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "an interrupted benchmark resumes)")
         q.add_argument("--out", help=f"output prefix (default results/{'table1' if what == 'retrieval' else what}): "
                                      "OUT.md, OUT.json, PNGs")
-        q.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows (retrieval: VARIANT or VARIANT:RATE, e.g. proposed:4x4x2); rows of an earlier OUT.json "
+        q.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these rows (retrieval: VARIANT or VARIANT:RATE, e.g. proposed:4x4x2; consistency: VARIANT or "
+                       "a --checkpoint path, for that checkpoint's row alone); rows of an earlier OUT.json "
                        "with the same budget are kept beside them")
         q.set_defaults(func=cmd)
     q = benches.choices["retrieval"]
