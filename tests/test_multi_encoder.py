@@ -152,3 +152,10 @@ def test_a_cache_holds_every_encoders_low_res_input_and_trains_both_stages(confi
     config.train.steps = 1
     pretrain(config, tmp_path / "run", cache=tmp_path / "cache")
     assert finetune(config, tmp_path / "run" / "model", tmp_path / "ar", cache=tmp_path / "cache").step == 1
+
+
+def test_a_cache_serves_a_cross_attention_model_too(config):
+    from framemem.data.cache import lr_geometry
+
+    config.model.cross_attention = True  # one φ, with features: the LR geometry is the same
+    assert lr_geometry(config, 48).block_frames == 2

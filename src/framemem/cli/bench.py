@@ -60,6 +60,8 @@ def cmd_bench_consistency(args) -> None:
         only = [o if o in budget.variants else str(Path(o)) for o in args.only]
         _check_only(only, budget.variants, budget.checkpoints, "; or a path given to --checkpoint")
         budget.variants = tuple(v for v in budget.variants if v in only)
+        if any(o in budget.checkpoints for o in only):
+            budget.checkpoints = tuple(c for c in budget.checkpoints if c in only)
     for c in budget.checkpoints:  # fail before hours of training, not after
         mc, tiny = load_generation(c).framemem_config.model, get_preset("tiny").model
         if (mc.height, mc.width, mc.fps) != (tiny.height, tiny.width, tiny.fps):

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-video", nargs="*", help="real videos for the held-out diagnostics")
     p.add_argument("--variant", default="proposed",
                    help="memory encoder: proposed, only_lr, without_lr, large_patchifier or framepack")
-    p.add_argument("--rate", help="compression HxWxT, e.g. 4x4x2")
+    p.add_argument("--rate", help="compression HxWxT, e.g. 4x4x2; several memory encoders: 4x4x2+2x2x8")
     _training_arguments(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", help="precompute latents of a video collection (sharded over processes)")
     p.add_argument("--preset", default="tiny", help="tiny, wan2.2-ti2v-5b or wan-14b")
-    p.add_argument("--rate", help="compression HxWxT of the LR latents (default: the preset's)")
+    p.add_argument("--rate", help="compression HxWxT of the LR latents, or 4x4x2+2x2x8 for several encoders (default: the preset's)")
     p.add_argument("--data", nargs="+", required=True, help="video folder(s) or .jsonl manifests")
     p.add_argument("--out", required=True, help="cache folder (an interrupted run resumes)")
     p.add_argument("--model-path", help="Wan weights: a local diffusers folder or a hub id (default: the preset's hub id)")
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", help="WIDTHxHEIGHT (default: the preset's)")
     p.add_argument("--fps", type=_positive(), help="history fps (default: the preset's)")
     p.add_argument("--seconds", type=_positive(), help="history length (default: the preset's)")
-    p.add_argument("--rate", action="append", help="HxWxT, repeatable (default: the paper's four rates)")
+    p.add_argument("--rate", action="append", help="HxWxT (or 4x4x2+2x2x8: several encoders), repeatable (default: the paper's four rates)")
     p.add_argument("--section-seconds", type=_positive(), default=1.0, help="length of the section generated per forward")
     p.add_argument("--window-frames", type=_non_negative_int, help="a sliding window of this many full-resolution "
                    "latent frames beside the memory (default: the preset's ar.window_frames)")

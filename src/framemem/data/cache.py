@@ -86,10 +86,12 @@ def _done(out: Path) -> dict[str, dict]:
 
 def lr_geometry(config: FrameMemConfig, channels: int):
     """φ's geometry for the LR inputs (an `only_lr` φ: no weights), one per memory encoder."""
+    import dataclasses
+
     from ..models.framemem import build_memory_encoder
 
-    return build_memory_encoder(config.model, channels, 1, config.model.transformer.get("patch_size", (1, 2, 2)),
-                                "only_lr")
+    plain = dataclasses.replace(config.model, cross_attention=False)  # the LR inputs do not depend on it
+    return build_memory_encoder(plain, channels, 1, plain.transformer.get("patch_size", (1, 2, 2)), "only_lr")
 
 
 def as_parts(low_res) -> tuple:
