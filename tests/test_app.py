@@ -238,11 +238,12 @@ def test_a_port_in_use_is_one_line(capsys):
 
 def test_generation_reads_the_sliding_window_beside_the_memory(catalog):
     pipe = catalog.generation("tiny-ar")
-    plain = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
-    pipe.framemem_config.ar.window_frames = 2
+    assert pipe.framemem_config.ar.window_frames == 2  # the shipped stage-2 model has a window
+    windowed = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
+    pipe.framemem_config.ar.window_frames = 0
     try:
-        windowed = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
+        plain = pipe(prompt="a clock", seconds=2, num_inference_steps=1, output_type="np").sections
     finally:
-        pipe.framemem_config.ar.window_frames = 0
+        pipe.framemem_config.ar.window_frames = 2
     assert plain[0]["memory_tokens"] == windowed[0]["memory_tokens"] == 0  # nothing before the first section
     assert windowed[1]["memory_tokens"] == plain[1]["memory_tokens"] + 2 * 8 * 8  # two 64x64 frames: 8x8 tokens each

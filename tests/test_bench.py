@@ -68,6 +68,8 @@ def test_rows_join_an_earlier_table_of_the_same_budget_and_replace_one_of_anothe
     assert (tmp_path / "t-grid-added.png").is_file() and added["rows_run_later"] == [["memory_once", "4x4x2"]]
     assert "Rows run later with `--only`, at the same budget and on the same evaluation as the others (with the code " \
            "of that later run): Proposed, memory read once per section (4×4×2)." in (tmp_path / "t.md").read_text()
+    again = retrieval_table(dataclasses.replace(budget, specs=[("memory_once", "4x4x2")]), tmp_path / "runs", tmp_path / "t")
+    assert again["rows_run_later"] == [["memory_once", "4x4x2"]]  # a row run again is named once
     model = json.loads((tmp_path / "runs" / "memory_once-4x4x2-seed0" / "model" / "framemem.json").read_text())
     assert model["model"]["memory_attention"] == "memory_only"
     other = retrieval_table(dataclasses.replace(budget, specs=[("memory_once", "4x4x2")], sample_steps=3),

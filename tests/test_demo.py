@@ -38,6 +38,7 @@ def test_demo_continues_the_video_with_the_shipped_stage2_model(tmp_path, capsys
     frames = load_frames(tmp_path / "generated.mp4", 4.0, 64, 64)
     assert len(frames) == (8 + 12) * 4  # the 8 s init video, then 12 one-second sections
     sections = json.loads((tmp_path / "generated.json").read_text())["sections"]
-    assert len(sections) == 12 and sections[0]["memory_tokens"] == 64  # 8 s of history at 4x4x2
-    assert sections[-1]["memory_tokens"] == 19 * 8  # 19 s of history before the last section
+    window = model.config.ar.window_frames * 8 * 8  # the sliding window beside the memory: 8x8 tokens a latent frame
+    assert window == 128 and len(sections) == 12 and sections[0]["memory_tokens"] == 64 + window  # 8 s at 4x4x2
+    assert sections[-1]["memory_tokens"] == 19 * 8 + window  # 19 s of history before the last section
     assert (tmp_path / "generated.png").stat().st_size > 0

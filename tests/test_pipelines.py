@@ -60,6 +60,11 @@ def test_the_scheduler_swaps_for_heun_and_is_saved_with_the_pipeline(tmp_path):
     assert torch.equal(generate(again).frames, heun)
 
 
+def window_tokens(pipe) -> int:
+    """The shipped stage-2 model's sliding window beside its memory: full-resolution 8x8 tokens a latent frame."""
+    return pipe.framemem_config.ar.window_frames * 8 * 8
+
+
 def test_output_types_and_tuple_return(pipe):
     pil = generate(pipe, output_type="pil").frames
     assert len(pil) == 1 and len(pil[0]) == 8 and isinstance(pil[0][0], Image.Image) and pil[0][0].size == (64, 64)
@@ -72,7 +77,8 @@ def test_output_types_and_tuple_return(pipe):
     assert latents.shape == (1, 48, 8, 16, 16)
     frames, sections, memory = generate(pipe, return_dict=False)
     assert torch.equal(frames, pt) and [s["prompt"] for s in sections] == [b for _, b in BOARD]
-    assert [s["memory_tokens"] for s in sections] == [0, 8] and memory.tokens == 16
+    window = window_tokens(pipe)
+    assert window == 128 and [s["memory_tokens"] for s in sections] == [0, 8 + window] and memory.tokens == 16 + window
 
 
 def test_step_callback_sees_every_step_and_can_change_the_latents(pipe):
@@ -103,14 +109,14 @@ def test_interrupt_stops_after_the_current_section(pipe):
 def test_a_saved_memory_continues_exactly_like_the_video_it_came_from(pipe, tmp_path):
     history = generate(pipe, seconds=2, output_type="np").frames[0]  # (8, 64, 64, 3) in [0, 1]
     memory = pipe.encode_memory(history)
-    assert memory.tokens == 16 and memory.seconds == 2.0
+    assert memory.tokens == 16 + window_tokens(pipe) and memory.seconds == 2.0
     memory.save(tmp_path / "memory.safetensors")
     loaded = pipe.load_memory(tmp_path / "memory.safetensors")
     from_video = generate(pipe, video=history).frames
     from_memory = generate(pipe, memory=memory).frames
     from_file = generate(pipe, memory=loaded).frames
     assert torch.equal(from_video, from_memory) and torch.equal(from_memory, from_file)
-    assert memory.tokens == 16  # continuing does not change the memory it was given
+    assert memory.tokens == 16 + window_tokens(pipe)  # continuing does not change the memory it was given
     other = FrameMemRetrievalPipeline.from_pretrained("tiny")  # another φ: its memory is not this one's
     with pytest.raises(FrameMemError):
         other_pipe = FrameMemPipeline(**{**pipe.components, "memory_encoder": _other_rate_encoder(other)})
@@ -128,7 +134,7 @@ def _other_rate_encoder(retrieval):
 def test_a_start_image_and_video_inputs_of_every_kind(pipe, retrieval):
     image = Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8))
     out = generate(pipe, image=image)
-    assert out.sections[0]["memory_tokens"] == 4 and out.sections[0]["start_seconds"] == 0.5
+    assert out.sections[0]["memory_tokens"] == 4 + window_tokens(pipe) and out.sections[0]["start_seconds"] == 0.5
     frames = torch.randint(0, 256, (12, 64, 64, 3), dtype=torch.uint8)
     as_uint8 = retrieval(frames, times=[1.0], generator=torch.Generator().manual_seed(1), output_type="pt")
     for same in (frames.numpy(), frames.permute(3, 0, 1, 2).float() / 127.5 - 1,

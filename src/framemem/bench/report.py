@@ -40,9 +40,10 @@ def keep_earlier_rows(path: Path, result: dict, key) -> bool:
     ours = {key(r) for r in result["records"]}
     kept = [r for r in earlier.get("records", []) if key(r) not in ours]
     result["records"] = kept + result["records"]
-    if kept:  # which rows were measured later, by a run of some rows (`--only`)
-        result["rows_run_later"] = earlier.get("rows_run_later", []) + [list(key(r)) if isinstance(key(r), tuple)
-                                                                        else key(r) for r in result["records"][len(kept):]]
+    if kept:  # which rows were measured later, by a run of some rows (`--only`); a row run again is named once
+        later = earlier.get("rows_run_later", []) + [list(key(r)) if isinstance(key(r), tuple) else key(r)
+                                                     for r in result["records"][len(kept):]]
+        result["rows_run_later"] = list({json.dumps(row): row for row in later}.values())
     for name, value in earlier.get("references", {}).items():
         result["references"].setdefault(name, value)
     return bool(kept)
@@ -172,6 +173,12 @@ def plot_tokens(records: list[dict], path: Path, seconds: float) -> None:
     plt.close(fig)
 
 
+def label_column(names: list[str], minimum: int) -> int:
+    """Width in pixels of a grid's label column: the longest label fits."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return max(minimum, 12 + max(int(draw.textlength(name)) for name in names))
+
+
 def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
     """Rows: the ground truth, then each variant (one seed); columns: the first video's frames."""
     rows = [(k, folder) for k, folder in evals.items() if k[2] == seed]
@@ -184,9 +191,7 @@ def retrieval_grid(evals: dict, seed: int, path: Path, scale: int = 2) -> None:
         for (v, r, _), folder in rows
     ]
     w, h = Image.open(truths[0]).size
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    cw, ch = w * scale, h * scale
-    left = max(150, 12 + max(int(draw.textlength(name)) for name, _ in cells))  # the longest label fits
+    cw, ch, left = w * scale, h * scale, label_column([name for name, _ in cells], 150)
     canvas = Image.new("RGB", (left + len(truths) * (cw + 4), len(cells) * (ch + 4)), "white")
     draw = ImageDraw.Draw(canvas)
     for row, (name, files) in enumerate(cells):
@@ -216,7 +221,7 @@ def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) ->
     rows += [(consistency_title(name), frames) for name, frames in generated.items()]
     columns = max(1, min(6, *(len(frames) for _, frames in rows)))
     h, w = rows[0][1].shape[1:3]
-    left, pad = 210, 4
+    left, pad = label_column([name for name, _ in rows], 210), 4
     canvas = Image.new("RGB", (left + columns * (w * scale + pad), len(rows) * (h * scale + pad)), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (name, frames) in enumerate(rows):
