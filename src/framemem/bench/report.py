@@ -236,8 +236,9 @@ def consistency_grid(case: dict, generated: dict, path: Path, scale: int = 2) ->
 
 def write_consistency_markdown(result: dict, path: Path) -> None:
     b = result["budget"]
+    checkpoints = [r["variant"] for r in result["records"] if r["variant"] not in CONSISTENCY_TITLES]  # kept rows too
     command = "framemem bench consistency" + (" --quick" if b["quick"] else "") + "".join(
-        f" --checkpoint {c}" for c in b.get("checkpoints") or ())
+        f" --checkpoint {c}" for c in checkpoints)
     lines = ["# Scene-return consistency (our stand-in for the paper's Table 2)", "",
              f"Command: `{command}`. Budget: stage 1 {b['stage1_steps']} steps, stage 2 {b['stage2_steps']} steps "
              f"(Without Pretrain: {b['stage1_steps'] + b['stage2_steps']} in stage 2), seeds {b['seeds']}, "
