@@ -21,7 +21,7 @@ def _model(config, rate=RATES, window_frames=0):
     config.model.rate = parse_rate(rate)
     config.ar.window_frames = window_frames
     model = FrameMem.build(config).eval()
-    for encoder in getattr(model.encoder, "encoders", [model.encoder]):  # a trained HR branch: not zero
+    for encoder in model.encoder.per_rate:  # a trained HR branch: not zero
         torch.nn.init.normal_(encoder.proj_out.weight, std=0.05)
     return model
 

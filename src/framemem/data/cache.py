@@ -254,7 +254,7 @@ class CachedHistories:
             raise FrameMemError(f"{self.path}: cache holds no usable video")
         self.block = block_frames
         geometry = lr_geometry(config, config.model.codec_channels)
-        self.encoders = list(getattr(geometry, "encoders", [geometry]))  # one per LR input
+        self.encoders = geometry.per_rate  # one per LR input
         self.several = len(self.encoders) > 1
         self.text_tokens = config.ar.text_tokens
         self.null_text = None

@@ -323,10 +323,9 @@ def build_memory_encoder(model_config, latent_channels: int, dit_width: int, pat
     if cross and (variant == "framepack" or not dit_layers):
         raise FrameMemError("model.cross_attention needs φ's features and the DiT's depth "
                             + ("(the FramePack schedule has no φ)" if variant == "framepack" else "(dit_layers)"))
-    rates = model_config.rates
-    if len(rates) > 1 and (variant == "framepack" or cross):
-        raise FrameMemError(f"several memory encoders ({format_rate(rates)}) do not combine with "
-                            + ("the FramePack schedule" if variant == "framepack" else "model.cross_attention"))
+    rates = model_config.rates  # several with cross-attention: refused by the config's validate
+    if len(rates) > 1 and variant == "framepack":
+        raise FrameMemError(f"several memory encoders ({format_rate(rates)}) do not combine with the FramePack schedule")
     if variant == "framepack":
         encoder = FramePackEncoder(latent_channels=latent_channels, dit_width=dit_width, patch_size=tuple(patch))
     elif len(rates) > 1:

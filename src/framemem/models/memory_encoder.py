@@ -221,6 +221,11 @@ class MemoryEncoder(Placement, ModelMixin, ConfigMixin):
     local_in_time = True  # the memory of a video is the memory of its blocks (appendable)
 
     @property
+    def per_rate(self) -> tuple["MemoryEncoder", ...]:
+        """The single-rate φ this one is made of, one per LR input: itself."""
+        return (self,)
+
+    @property
     def has_features(self) -> bool:
         """Whether φ returns features for the DiT's cross-attention (`cross_attention_layers`)."""
         return hasattr(self, "feature_attention")

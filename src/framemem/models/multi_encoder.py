@@ -57,6 +57,11 @@ class MultiMemoryEncoder(Placement, ModelMixin, ConfigMixin):
     has_features = False
     local_in_time = True
 
+    @property
+    def per_rate(self) -> tuple[MemoryEncoder, ...]:
+        """The single-rate φ, one per LR input."""
+        return tuple(self.encoders)
+
     def init_from_patch_embedding(self, patch_embedding: nn.Conv3d) -> None:
         for encoder in self.encoders:
             encoder.init_from_patch_embedding(patch_embedding)
